@@ -1,0 +1,97 @@
+"""Is a changed spec safe to resume a run with?
+
+Safe (documented in the README): guard definitions and inline `when` expressions, budgets
+(`max_steps`, `min_dwell`) and evaluation settings of phases, checkpoint cadence, progress and
+wandb settings, and penalties of phases the run has not reached yet.  Everything else (phase
+names, kinds or order, the model, data, runner, seed, presets already in use) would make the
+checkpoint mean something else, so it is refused with a readable diff.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+from typing import Any
+
+from curriculum.errors import RunDirError
+from curriculum.spec import Spec, load_spec
+
+SAFE = (
+    "guards.*",
+    "transitions.*.when",
+    "transitions.*.description",
+    "phases.*.max_steps",
+    "phases.*.min_dwell",
+    "phases.*.eval.*",
+    "phases.*.description",
+    "run.checkpoint_every",
+    "run.keep_checkpoints",
+    "run.progress",
+    "run.wandb",
+    "run.chunk_steps",
+    "run.description",
+    "run.default_profile",
+)
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(d, list) and d and all(isinstance(x, dict) for x in d):
+        for i, v in enumerate(d):
+            out.update(flatten(v, f"{prefix}.{i}"))
+    else:
+        out[prefix] = d
+    return out
+
+
+def diff(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    a, b = flatten(old), flatten(new)
+    keys = sorted(set(a) | set(b))
+    missing = object()
+    return [(k, a.get(k, missing), b.get(k, missing)) for k in keys if a.get(k, missing) != b.get(k, missing)]
+
+
+def unsafe_changes(old: Spec, new: Spec, visited: set[str]) -> list[str]:
+    problems = []
+    if list(old.phases) != list(new.phases):
+        problems.append(f"phases: {', '.join(old.phases)}  ->  {', '.join(new.phases)} (renamed, removed or reordered)")
+    for key, a, b in diff(old.raw, new.raw):
+        if any(fnmatch.fnmatch(key, pat) for pat in SAFE):
+            continue
+        parts = key.split(".")
+        if parts[0] == "phases" and len(parts) > 2 and parts[1] not in visited and parts[2] in ("penalties", "preset", "train", "controller"):
+            continue  # the run has not reached this phase yet
+        shown_a = "(absent)" if not isinstance(a, (int, float, str, bool, list, dict, type(None))) else repr(a)
+        shown_b = "(absent)" if not isinstance(b, (int, float, str, bool, list, dict, type(None))) else repr(b)
+        problems.append(f"{key}: {shown_a}  ->  {shown_b}")
+    return problems
+
+
+def check_compatible(old: Spec, new_path: str | None, overrides: list[str], meta: dict[str, Any]) -> Spec:
+    from curriculum.state import load_state
+
+    if new_path:
+        new = load_spec(new_path, profile=meta.get("profile"), overrides=list(meta.get("overrides") or []) + overrides)
+    else:
+        new = load_spec(old.path, raw=old.raw, overrides=overrides)
+        new.profile = old.profile
+    try:
+        run_dir = Path(meta.get("_run_dir", "."))
+        visited = {v["phase"] for v in load_state(run_dir / "state.json").visits}
+    except (OSError, ValueError):
+        visited = set(old.phases)
+    if "_run_dir" not in meta:
+        visited = set(old.phases)
+    problems = unsafe_changes(old, new, visited)
+    if problems:
+        raise RunDirError(
+            "the changed spec is not compatible with the run's checkpoints; these changes would make "
+            "them mean something else:\n  " + "\n  ".join(problems) + "\nSafe changes: guard definitions and "
+            "thresholds, phase budgets (max_steps, min_dwell), eval settings, checkpoint cadence, and the "
+            "penalties, presets and hyperparameters of phases the run has not reached. Start a new run "
+            "(or branch with --from-phase) for anything else."
+        )
+    return new

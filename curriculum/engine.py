@@ -1,0 +1,759 @@
+"""The engine: drives a runner through the phase machine, one chunk of steps at a time.
+
+Where each decision is made:
+  - which guard fired, and why ............ curriculum/guards.py (pure, reads MetricHistory)
+  - where a fired guard leads .............. curriculum/machine.py (pytransitions)
+  - the penalty scale of a PID phase ....... curriculum/controllers.py
+  - everything on disk ..................... here, in a fixed crash-safe order
+
+Crash safety: a checkpoint is written into a temporary folder (runner files, then engine.json)
+and renamed into place; only then does state.json point at it.  Resuming restores the runner
+and the engine state from the same checkpoint and cuts the logs back to the byte offsets
+recorded with it, so a resumed run continues exactly where that checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from curriculum import registry
+from curriculum.errors import CurriculumError, RunDirError
+from curriculum.events import EventLog, MetricsLog, truncate_to
+from curriculum.machine import BUDGET, PhaseMachine
+from curriculum.spec import END, Spec, load_spec, pid_config_from_table
+from curriculum.state import (
+    RunState,
+    atomic_write_json,
+    effective_penalties,
+    fsync_dir,
+    load_state,
+    save_state,
+)
+from curriculum.tracking import Tracker
+from curriculum.windows import MetricHistory
+from runners.base import PhaseSetup, RunContext
+
+CKPT_DIR = "checkpoints"
+_MUST_BE_FINITE = frozenset({"reward_mean", "reward_max", "reward_min", "loss", "kl", "grad_norm"})
+
+
+class Engine:
+    def __init__(
+        self,
+        spec: Spec,
+        run_dir: Path,
+        runner: Any,
+        state: RunState,
+        *,
+        console: bool = True,
+        progress: bool | None = None,
+        resume_from: Path | None = None,
+    ):
+        self.spec = spec
+        self.run_dir = Path(run_dir)
+        self.runner = runner
+        self.state = state
+        self.resume_from = resume_from
+        self.history = (
+            MetricHistory.from_dict(state.history) if state.history else MetricHistory(spec.window_capacity())
+        )
+        self.machine = PhaseMachine(spec, initial=state.phase if state.phase != END else None)
+        self.events = EventLog(self.run_dir, console=console)
+        self.metrics = MetricsLog(self.run_dir)
+        self.functions = {n: registry.get_guard_function(n) for n in spec.function_names}
+        self.progress = spec.model.run.progress if progress is None else progress
+        self.tracker = Tracker(spec.model.run.wandb, self.run_dir, spec.model.run.name, spec.raw, self.events)
+        self._bar = None
+        self._pid_cfg = None
+        self._last_logged_scale = state.penalty_scale
+        self._nonfinite_logged = 0
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def create(
+        cls,
+        spec: Spec,
+        run_dir: Path,
+        *,
+        runner_override: Any = None,
+        start_phase: str | None = None,
+        console: bool = True,
+        progress: bool | None = None,
+        spec_text: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> "Engine":
+        run_dir = Path(run_dir)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise RunDirError(
+                f"{run_dir}: the run directory already holds files; use `curriculum resume {run_dir}` "
+                "to continue that run, or give a new --run-dir"
+            )
+        try:
+            (run_dir / CKPT_DIR).mkdir(parents=True, exist_ok=True)
+            probe = run_dir / ".write-probe"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as e:
+            raise RunDirError(f"{run_dir}: cannot write the run directory ({e.strerror or e})") from None
+        start = start_phase or spec.start
+        if start not in spec.phases:
+            from curriculum.errors import one_of, suggest
+
+            raise CurriculumError(
+                f"--start-phase: unknown phase '{start}'; expected {one_of(spec.phases)}{suggest(start, spec.phases)}"
+            )
+        atomic_write_json(run_dir / "spec.resolved.json", spec.raw)
+        if spec_text is not None:
+            (run_dir / "spec.source.toml").write_text(spec_text, encoding="utf-8")
+        atomic_write_json(
+            run_dir / "run.json",
+            {
+                "spec_path": str(spec.path.resolve()) if spec.path else None,
+                "profile": spec.profile,
+                "overrides": spec.overrides,
+                "start_phase": start,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                **(meta or {}),
+            },
+        )
+        state = RunState(spec_digest=spec.digest(), seed=spec.model.run.seed, phase=start)
+        save_state(run_dir, state)
+        runner = runner_override if runner_override is not None else make_runner(spec)
+        eng = cls(spec, run_dir, runner, state, console=console, progress=progress)
+        return eng
+
+    # ------------------------------------------------------------------ main loop
+
+    def run(self) -> RunState:
+        st = self.state
+        self.runner.open(
+            RunContext(
+                run_dir=self.run_dir,
+                seed=st.seed,
+                model=dict(self.spec.model.model),
+                data=dict(self.spec.model.data),
+                runner=dict(self.spec.model.runner),
+                reward=self.spec.model.reward.model_dump(),
+            )
+        )
+        self.events.bind(run=self.spec.model.run.name)
+        self.events.emit(
+            "run_started",
+            spec=str(self.spec.path) if self.spec.path else None,
+            profile=self.spec.profile,
+            seed=st.seed,
+            phases=list(self.spec.phases),
+            start_phase=st.phase,
+            resumed=self.resume_from is not None,
+            step=st.global_step,
+            runner=self.spec.runner_kind,
+        )
+        self.tracker.start()
+        try:
+            if self.resume_from is not None and st.status == "running":
+                self._enter_phase(fresh=False)
+                self.runner.restore(self.resume_from / "runner")
+                self.events.emit("run_resumed", checkpoint=str(self.resume_from), step=st.global_step, phase=st.phase, phase_step=st.phase_step)
+            while st.status == "running":
+                self._advance()
+        except KeyboardInterrupt:
+            self.events.emit("run_interrupted", level="warning", step=st.global_step, phase=st.phase)
+            raise
+        finally:
+            self._close_bar()
+            self.metrics.close()
+            try:
+                self.runner.close()
+            finally:
+                self.tracker.finish()
+                self.events.close()
+        return st
+
+    def _advance(self) -> None:
+        st = self.state
+        ph = self.spec.phases[st.phase]
+        if st.pending_phase_start:
+            self._enter_phase(fresh=True)
+        if ph.kind == "eval":
+            self._move(self.spec.next_phase(st.phase), BUDGET, None)
+            return
+        remaining = (ph.max_steps - st.phase_step) if ph.max_steps is not None else math.inf
+        if remaining <= 0:
+            self._move(self.machine.on_budget(), BUDGET, None)
+            return
+        chunk = int(min(self.spec.model.run.chunk_steps, remaining))
+        every = self.spec.model.run.checkpoint_every
+        if every:
+            to_ckpt = every - (st.global_step % every)
+            chunk = min(chunk, to_ckpt)
+        fired = None
+        done = 0
+        stop_reason = None
+        for metrics in self.runner.train(chunk):
+            done += 1
+            st.global_step += 1
+            st.phase_step += 1
+            res = self._on_step(metrics, check=fired is None and stop_reason is None)
+            if isinstance(res, tuple):
+                fired = res
+            elif isinstance(res, str):
+                stop_reason = res
+        self.metrics.flush()
+        if done < chunk and fired is None:
+            self._finish_run("runner_exhausted")
+            return
+        if fired is not None:
+            guard, result = fired
+            dest = self.machine.on_guard(guard)
+            if dest is not None:
+                self._move(dest, guard, result)
+                return
+        if stop_reason is not None:
+            self._move(self.machine.on_budget(), stop_reason, None)
+            return
+        if every and st.global_step % every == 0:
+            self._checkpoint(periodic=True)
+
+    # ------------------------------------------------------------------ per step
+
+    def _on_step(self, metrics: dict[str, float], check: bool):
+        st = self.state
+        ph = self.spec.phases[st.phase]
+        clean = {}
+        for k, v in metrics.items():
+            try:
+                clean[k] = float(v)
+            except (TypeError, ValueError):
+                clean[k] = math.nan
+        self.history.push(clean)
+        # NaN can mean "not defined this step" (abstention accuracy with no abstention); the
+        # values that must always be finite are the reward statistics and the trainer's numbers.
+        bad = [
+            k for k, v in clean.items()
+            if (k in _MUST_BE_FINITE and not math.isfinite(v)) or math.isinf(v)
+        ]
+        nonfinite_rewards = clean.get("nonfinite_rewards", 0.0)
+        if bad or (math.isfinite(nonfinite_rewards) and nonfinite_rewards > 0):
+            st.nonfinite_steps += 1
+            if self._nonfinite_logged < 20 or st.nonfinite_steps % 100 == 0:
+                self._nonfinite_logged += 1
+                self.events.emit(
+                    "nonfinite_metrics",
+                    level="warning",
+                    console=self._nonfinite_logged <= 3,
+                    phase=st.phase,
+                    step=st.global_step,
+                    metrics=bad,
+                    nonfinite_rewards=nonfinite_rewards,
+                    total_steps_affected=st.nonfinite_steps,
+                    policy=self.spec.model.run.on_nonfinite,
+                )
+        self.metrics.write(
+            {
+                "step": st.global_step,
+                "phase": st.phase,
+                "phase_step": st.phase_step,
+                "preset": st.preset,
+                "penalty_scale": st.penalty_scale,
+                "metrics": clean,
+            }
+        )
+        self.tracker.log(st.global_step, clean, phase_ordinal=st.phase_ordinal, penalty_scale=st.penalty_scale)
+        if self._bar is not None:
+            self._bar.update(1)
+            rm = clean.get("reward_mean", clean.get("loss"))
+            if rm is not None and st.phase_step % 5 == 0:
+                self._bar.set_postfix_str(f"{'reward' if 'reward_mean' in clean else 'loss'}={rm:.3g}", refresh=False)
+
+        # penalty controller
+        if self._pid_cfg is not None:
+            self._update_controller(clean)
+
+        if self.spec.model.run.on_nonfinite == "stop_phase" and (bad or nonfinite_rewards > 0):
+            return "nonfinite"
+        if not check or st.phase_step < ph.min_dwell:
+            return None
+        fired = None
+        for t in self.spec.transitions_from(st.phase):
+            g = self.spec.guards[t.guard]
+            gstate = st.guards.get(t.guard) or g.init_state()
+            gstate, result = g.update(gstate, self.history, self.functions)
+            st.guards[t.guard] = gstate
+            if result.nonfinite_terms:
+                self.events.emit(
+                    "guard_nonfinite",
+                    level="warning",
+                    console=False,
+                    guard=t.guard,
+                    phase=st.phase,
+                    step=st.global_step,
+                    terms=list(result.nonfinite_terms),
+                )
+            if result.fired and fired is None:
+                fired = (t.guard, result)
+        return fired
+
+    def _update_controller(self, metrics: dict[str, float]) -> None:
+        from curriculum import controllers
+
+        st = self.state
+        cfg = self._pid_cfg
+        tbl = self.spec.phases[st.phase].controller or {}
+        metric = tbl["metric"]
+        window = int(tbl.get("window", 1))
+        if window > 1:
+            import numpy as np
+
+            vals = np.asarray(self.history.window(metric, window), dtype=float)
+            vals = vals[np.isfinite(vals)]
+            meas = float(vals.mean()) if vals.size else math.nan
+        else:
+            meas = metrics.get(metric, math.nan)
+        new_state, lam = controllers.pid_update(cfg, st.controller, meas)
+        st.controller = new_state
+        lam = 1.0 + float(lam)  # penalty scale: the preset's penalties times (1 + lambda)
+        if lam != st.penalty_scale:
+            before = st.penalties()
+            st.penalty_scale = lam
+            after = st.penalties()
+            self.runner.set_penalties(after)
+            ref = max(abs(self._last_logged_scale), 1e-9)
+            if abs(lam - self._last_logged_scale) / ref >= 0.05:
+                self._last_logged_scale = lam
+                self.events.emit(
+                    "penalties_changed",
+                    console=False,
+                    phase=st.phase,
+                    step=st.global_step,
+                    reason="pid",
+                    measurement=meas,
+                    penalty_scale=lam,
+                    before=before,
+                    after=after,
+                )
+
+    # ------------------------------------------------------------------ phases
+
+    def _phase_setup(self) -> PhaseSetup:
+        st = self.state
+        ph = self.spec.phases[st.phase]
+        ev = ph.eval.model_dump()
+        if ev.get("preset") is None:
+            ev["preset"] = self.spec.model.reward.eval_preset or st.preset
+        ev["penalties"] = (
+            dict(self.spec.presets[ev["preset"]]) if ev.get("preset") in self.spec.presets else st.penalties()
+        )
+        prev = st.transitions[-1]["from_phase"] if st.transitions else None
+        return PhaseSetup(
+            name=st.phase,
+            kind=ph.kind,
+            ordinal=st.phase_ordinal,
+            max_steps=ph.max_steps,
+            start_phase_step=st.phase_step,
+            global_step=st.global_step,
+            penalties=st.penalties(),
+            train=dict(ph.train),
+            eval=ev,
+            previous_phase=prev,
+            preset=st.preset,
+        )
+
+    def _enter_phase(self, fresh: bool) -> None:
+        st = self.state
+        ph = self.spec.phases[st.phase]
+        if fresh:
+            self.history.begin_phase(st.phase)
+            st.phase_step = 0
+            st.preset, st.base_penalties = self.spec.penalties_for(st.phase)
+            st.penalty_scale = 1.0
+            st.guards = {t.guard: self.spec.guards[t.guard].init_state() for t in self.spec.transitions_from(st.phase)}
+            st.controller = None
+        self._pid_cfg = None
+        if ph.controller is not None:
+            from curriculum import controllers
+
+            self._pid_cfg = pid_config_from_table(ph.controller)
+            if st.controller is None:
+                st.controller = controllers.pid_init(self._pid_cfg)
+                st.penalty_scale = 1.0 + float(st.controller["lam"])
+        self._last_logged_scale = st.penalty_scale
+        setup = self._phase_setup()
+        self.runner.setup_phase(setup)
+        self.runner.set_penalties(st.penalties())
+        self._open_bar()
+        if fresh:
+            st.pending_phase_start = False
+            st.visits.append(
+                {
+                    "phase": st.phase,
+                    "ordinal": st.phase_ordinal,
+                    "start_step": st.global_step,
+                    "checkpoint": f"{CKPT_DIR}/{st.phase_ordinal:04d}-{st.phase}-start",
+                }
+            )
+            self.events.emit(
+                "phase_started",
+                phase=st.phase,
+                kind=ph.kind,
+                ordinal=st.phase_ordinal,
+                step=st.global_step,
+                preset=st.preset,
+                penalties=st.penalties(),
+                max_steps=ph.max_steps,
+                train=dict(ph.train),
+            )
+            self._checkpoint(periodic=False)
+
+    def _evaluate(self) -> dict[str, float] | None:
+        st = self.state
+        ph = self.spec.phases[st.phase]
+        if not ph.eval.enabled:
+            return None
+        t0 = time.time()
+        result = self.runner.evaluate()
+        if result is None:
+            return None
+        out = {k: float(v) for k, v in result.items()}
+        self.events.emit("evaluation_finished", console=False, phase=st.phase, step=st.global_step,
+                         seconds=round(time.time() - t0, 2), n_items=out.get("n_items"))
+        return out
+
+    def _move(self, dest: str, reason: str, result: Any) -> None:
+        """Finish the current phase (evaluate, log) and move to `dest`."""
+        st = self.state
+        src = st.phase
+        self._close_bar()
+        ev = self._evaluate()
+        fin = {"phase": src, "steps": st.phase_step, "step": st.global_step, "reason": reason}
+        if ev is not None:
+            fin["eval"] = ev
+        self.events.emit("phase_finished", **fin)
+        if ev is not None:
+            self.tracker.log_eval(st.global_step, src, ev)
+        before = st.penalties()
+        preset_before = st.preset
+        if dest != END:
+            preset_after, base_after = self.spec.penalties_for(dest)
+            after = effective_penalties(base_after, 1.0)
+        else:
+            preset_after, after = None, {}
+        record = {
+            "from_phase": src,
+            "to_phase": dest,
+            "step": st.global_step,
+            "phase_step": st.phase_step,
+            "reason": reason,
+        }
+        evidence: dict[str, Any] = {}
+        metrics_seen: dict[str, Any] = {}
+        guard_kind = None
+        if result is not None:
+            evidence = dict(result.evidence)
+            guard_kind = self.spec.guards[reason].kind if reason in self.spec.guards else None
+        for name in sorted(self.history_metric_names()):
+            w = self.history.window(name, 1)
+            if len(w):
+                metrics_seen[name] = float(w[-1])
+        self.events.emit(
+            "phase_transition",
+            **record,
+            guard_kind=guard_kind,
+            evidence=evidence,
+            metrics=metrics_seen,
+            preset_before=preset_before,
+            preset_after=preset_after,
+            penalties_before=before,
+            penalties_after=after,
+        )
+        self.tracker.mark_transition(st.global_step, src, dest, reason)
+        st.transitions.append(record)
+        if dest == END:
+            self._finish_run(reason)
+            return
+        st.phase = dest
+        st.phase_ordinal += 1
+        st.phase_step = 0
+        st.pending_phase_start = True
+        save_state(self.run_dir, st)
+
+    def history_metric_names(self) -> list[str]:
+        return list(self.history.metrics)
+
+    def _finish_run(self, reason: str) -> None:
+        st = self.state
+        if st.phase != END and reason == "runner_exhausted":
+            ev = self._evaluate()
+            fin = {"phase": st.phase, "steps": st.phase_step, "step": st.global_step, "reason": reason}
+            if ev is not None:
+                fin["eval"] = ev
+            self.events.emit("phase_finished", **fin)
+        st.status = "finished"
+        st.finish_reason = reason
+        self.history_to_state()
+        self.events.emit(
+            "run_finished",
+            step=st.global_step,
+            reason=reason,
+            phases=[v["phase"] for v in st.visits],
+            transitions=len(st.transitions),
+            nonfinite_steps=st.nonfinite_steps,
+        )
+        save_state(self.run_dir, st)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def history_to_state(self) -> None:
+        self.state.history = self.history.to_dict()
+
+    def _checkpoint(self, periodic: bool) -> str:
+        st = self.state
+        root = self.run_dir / CKPT_DIR
+        name = f"step-{st.global_step:07d}" if periodic else f"{st.phase_ordinal:04d}-{st.phase}-start"
+        final = root / name
+        if final.exists():
+            return str(final.relative_to(self.run_dir))
+        tmp = root / f".tmp-{name}-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        self.metrics.flush()
+        rel = str(final.relative_to(self.run_dir))
+        st.last_checkpoint = rel
+        st.log_offsets = {"events": -1, "metrics": self.metrics.offset()}
+        try:
+            self.runner.save(tmp / "runner")
+            # The checkpoint event goes in the log first, so the recorded offset includes it.
+            self.events.emit(
+                "checkpoint_saved",
+                console=False,
+                path=rel,
+                step=st.global_step,
+                phase=st.phase,
+                phase_step=st.phase_step,
+                kind="periodic" if periodic else "boundary",
+            )
+            st.log_offsets["events"] = self.events.offset()
+            self.history_to_state()
+            atomic_write_json(tmp / "engine.json", st.to_dict())
+            os.replace(tmp, final)
+            fsync_dir(root)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise CurriculumError(
+                f"{final}: could not write the checkpoint ({e.strerror or e}); the previous checkpoint "
+                f"{self._previous_checkpoint()} is intact and resumable"
+            ) from None
+        save_state(self.run_dir, st)
+        if periodic:
+            self._prune()
+        return rel
+
+    def _previous_checkpoint(self) -> str:
+        try:
+            prev = load_state(self.run_dir / "state.json").last_checkpoint
+        except (OSError, ValueError):
+            prev = None
+        return prev or "(none)"
+
+    def _prune(self) -> None:
+        keep = self.spec.model.run.keep_checkpoints
+        root = self.run_dir / CKPT_DIR
+        periodic = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))
+        for p in periodic[:-keep]:
+            shutil.rmtree(p, ignore_errors=True)
+
+    # ------------------------------------------------------------------ progress bar
+
+    def _open_bar(self) -> None:
+        self._close_bar()
+        if not self.progress:
+            return
+        ph = self.spec.phases[self.state.phase]
+        if ph.kind == "eval":
+            return
+        from tqdm import tqdm
+
+        self._bar = tqdm(
+            total=ph.max_steps,
+            initial=self.state.phase_step,
+            desc=f"{self.state.phase} ({ph.kind}{', ' + self.state.preset if self.state.preset else ''})",
+            unit="step",
+            leave=True,
+            dynamic_ncols=True,
+            mininterval=0.5,
+        )
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def make_runner(spec: Spec) -> Any:
+    import runners
+
+    cls = runners.get_runner_class(spec.runner_kind)
+    return cls()
+
+
+def load_run_spec(run_dir: Path) -> Spec:
+    run_dir = Path(run_dir)
+    try:
+        raw = json.loads((run_dir / "spec.resolved.json").read_text(encoding="utf-8"))
+        meta = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise RunDirError(f"{run_dir}: not a run directory (missing {Path(e.filename).name})") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise RunDirError(f"{run_dir}: damaged run directory ({e})") from None
+    spec_path = Path(meta["spec_path"]) if meta.get("spec_path") else None
+    spec = load_spec(spec_path, raw=raw, text=None) if spec_path else load_spec(None, raw=raw)
+    spec.profile = meta.get("profile")
+    spec.overrides = list(meta.get("overrides") or [])
+    return spec
+
+
+def resume_engine(
+    run_dir: Path,
+    *,
+    runner_override: Any = None,
+    console: bool = True,
+    progress: bool | None = None,
+    spec: Spec | None = None,
+) -> Engine:
+    """Continue a run from its last checkpoint, in place."""
+    run_dir = Path(run_dir)
+    if spec is None:
+        spec = load_run_spec(run_dir)
+    try:
+        top = load_state(run_dir / "state.json")
+    except FileNotFoundError:
+        raise RunDirError(f"{run_dir}: not a run directory (missing state.json)") from None
+    except ValueError as e:
+        raise RunDirError(str(e)) from None
+    if top.status == "finished":
+        raise RunDirError(f"{run_dir}: the run already finished ({top.finish_reason}); nothing to resume")
+    _clean_tmp(run_dir)
+    ckpt = _latest_checkpoint(run_dir, top)
+    if ckpt is None:
+        # Killed before the first checkpoint: start the run again from scratch, in place.
+        start = top.visits[0]["phase"] if top.visits else top.phase
+        for name in ("events.jsonl", "metrics.jsonl"):
+            truncate_to(run_dir / name, 0, f"resume{len(_orphans(run_dir))}")
+        state = RunState(spec_digest=spec.digest(), seed=spec.model.run.seed, phase=start)
+        save_state(run_dir, state)
+        runner = runner_override if runner_override is not None else make_runner(spec)
+        return Engine(spec, run_dir, runner, state, console=console, progress=progress)
+    state = load_state(ckpt / "engine.json")
+    tag = f"resume{len(_orphans(run_dir))}"
+    truncate_to(run_dir / "events.jsonl", max(0, state.log_offsets.get("events", 0)), tag)
+    truncate_to(run_dir / "metrics.jsonl", max(0, state.log_offsets.get("metrics", 0)), tag)
+    save_state(run_dir, state)
+    runner = runner_override if runner_override is not None else make_runner(spec)
+    return Engine(spec, run_dir, runner, state, console=console, progress=progress, resume_from=ckpt)
+
+
+def branch_engine(
+    run_dir: Path,
+    phase: str,
+    new_dir: Path,
+    *,
+    runner_override: Any = None,
+    console: bool = True,
+    progress: bool | None = None,
+) -> Engine:
+    """Start a new run directory from the checkpoint taken when `phase` last began."""
+    from curriculum.errors import one_of, suggest
+
+    run_dir, new_dir = Path(run_dir), Path(new_dir)
+    spec = load_run_spec(run_dir)
+    if phase not in spec.phases:
+        raise CurriculumError(f"--from-phase: unknown phase '{phase}'; expected {one_of(spec.phases)}{suggest(phase, spec.phases)}")
+    try:
+        top = load_state(run_dir / "state.json")
+    except (FileNotFoundError, ValueError) as e:
+        raise RunDirError(f"{run_dir}: cannot read the run state ({e})") from None
+    visits = [v for v in top.visits if v["phase"] == phase and v.get("checkpoint")]
+    ckpt = None
+    for v in reversed(visits):
+        cand = run_dir / v["checkpoint"]
+        if (cand / "engine.json").exists():
+            ckpt = cand
+            break
+    if ckpt is None:
+        seen = sorted({v["phase"] for v in top.visits if v.get("checkpoint")})
+        raise RunDirError(
+            f"{run_dir}: no checkpoint taken at the start of phase '{phase}'; phases with one: "
+            f"{', '.join(seen) or 'none'}"
+        )
+    if new_dir.resolve() == run_dir.resolve():
+        raise CurriculumError("--run-dir must be a new directory: branching never overwrites the original run")
+    if new_dir.exists() and any(new_dir.iterdir()):
+        raise RunDirError(f"{new_dir}: already holds files; give an empty or new --run-dir")
+    (new_dir / CKPT_DIR).mkdir(parents=True, exist_ok=True)
+    for name in ("spec.resolved.json", "run.json", "spec.source.toml"):
+        if (run_dir / name).exists():
+            shutil.copy2(run_dir / name, new_dir / name)
+    meta = json.loads((new_dir / "run.json").read_text())
+    meta["branched_from"] = {"run_dir": str(run_dir.resolve()), "phase": phase, "checkpoint": ckpt.name}
+    atomic_write_json(new_dir / "run.json", meta)
+    dest = new_dir / CKPT_DIR / ckpt.name
+    shutil.copytree(ckpt, dest)
+    state = load_state(dest / "engine.json")
+    for name, key in (("events.jsonl", "events"), ("metrics.jsonl", "metrics")):
+        src = run_dir / name
+        off = max(0, state.log_offsets.get(key, 0))
+        with open(src, "rb") as f:
+            data = f.read(off)
+        (new_dir / name).write_bytes(data)
+    state.status = "running"
+    state.visits = [v for v in state.visits]
+    save_state(new_dir, state)
+    runner = runner_override if runner_override is not None else make_runner(spec)
+    return Engine(spec, new_dir, runner, state, console=console, progress=progress, resume_from=dest)
+
+
+def _clean_tmp(run_dir: Path) -> None:
+    root = run_dir / CKPT_DIR
+    if root.exists():
+        for p in root.iterdir():
+            if p.name.startswith(".tmp-"):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def _orphans(run_dir: Path) -> list[Path]:
+    return list(run_dir.glob("*.orphaned.jsonl"))
+
+
+def _latest_checkpoint(run_dir: Path, top: RunState) -> Path | None:
+    """The checkpoint state.json points at, or else the newest intact one on disk."""
+    cands: list[Path] = []
+    if top.last_checkpoint:
+        cands.append(run_dir / top.last_checkpoint)
+    root = run_dir / CKPT_DIR
+    if root.exists():
+        def key(p: Path) -> int:
+            try:
+                return load_state(p / "engine.json").global_step
+            except (OSError, ValueError):
+                return -1
+
+        others = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        cands.extend(sorted(others, key=key, reverse=True))
+    for c in cands:
+        try:
+            load_state(c / "engine.json")
+            return c
+        except (OSError, ValueError):
+            continue
+    return None
