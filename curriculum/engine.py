@@ -23,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from curriculum import registry
+from curriculum import faults, registry
 from curriculum.errors import CurriculumError, RunDirError
 from curriculum.events import EventLog, MetricsLog, truncate_to
 from curriculum.machine import BUDGET, PhaseMachine
@@ -202,6 +202,7 @@ class Engine:
             st.global_step += 1
             st.phase_step += 1
             res = self._on_step(metrics, check=fired is None and stop_reason is None)
+            faults.point("step")
             if isinstance(res, tuple):
                 fired = res
             elif isinstance(res, str):
@@ -387,6 +388,7 @@ class Engine:
         self._last_logged_scale = st.penalty_scale
         setup = self._phase_setup()
         self.runner.setup_phase(setup)
+        faults.point("phase_setup")
         self.runner.set_penalties(st.penalties())
         self._open_bar()
         if fresh:
@@ -419,6 +421,7 @@ class Engine:
             return None
         t0 = time.time()
         result = self.runner.evaluate()
+        faults.point("evaluation")
         if result is None:
             return None
         out = {k: float(v) for k, v in result.items()}
@@ -474,6 +477,7 @@ class Engine:
             penalties_after=after,
         )
         self.tracker.mark_transition(st.global_step, src, dest, reason)
+        faults.point("transition_logged")
         st.transitions.append(record)
         if dest == END:
             self._finish_run(reason)
@@ -530,6 +534,7 @@ class Engine:
         st.log_offsets = {"events": -1, "metrics": self.metrics.offset()}
         try:
             self.runner.save(tmp / "runner")
+            faults.point("checkpoint_runner_saved")
             # The checkpoint event goes in the log first, so the recorded offset includes it.
             self.events.emit(
                 "checkpoint_saved",
@@ -545,6 +550,7 @@ class Engine:
             atomic_write_json(tmp / "engine.json", st.to_dict())
             os.replace(tmp, final)
             fsync_dir(root)
+            faults.point("checkpoint_renamed")
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
             raise CurriculumError(
