@@ -1,0 +1,531 @@
+"""One small pure function per reward component.
+
+All judges take *normalised* text (see :mod:`rewards.text`) unless stated otherwise, so the
+scorer normalises each piece once.  Patterns are precompiled and linear-time.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .parse import Parsed
+from .text import NormContext, normalize, numbers, tokens, unify_double_quotes
+
+# --------------------------------------------------------------------------- format
+
+
+def judge_format(parsed: Parsed) -> bool:
+    """Format component: True only for a strictly well-formed response (see ``parse_response``)."""
+    return parsed.ok
+
+
+# --------------------------------------------------------------------------- grounding
+
+#: Near-verbatim tolerance for a quoted span that is not an exact (token-level) copy:
+#: at most this fraction of its words may be unmatched (rounded down) ...
+FUZZY_MAX_UNMATCHED_FRACTION = 0.10
+#: ... never more than this many unmatched words in a row ...
+FUZZY_MAX_UNMATCHED_RUN = 2
+#: ... and spans shorter than this many words must match exactly.
+FUZZY_MIN_WORDS = 4
+
+_ELLIPSIS_RE = re.compile(r"\[?\.\.\.+\]?|\[…\]|…")
+_BULLET_RE = re.compile(r"^\s*(?:[-*•·▪–—]+|\(?\d{1,2}[.)]|\(?[a-z][.)](?=\s))\s*", re.IGNORECASE)
+#: Words an attribution next to a quote may consist of ("The context states:", "From the text").
+ATTRIBUTION_WORDS = frozenset(
+    """the this that a an from according to in per as provided given above below following relevant key
+    supporting context text vignette passage case report reports source evidence quote quotes quoted
+    excerpt excerpts document note notes record records states state stated says say said noted reads
+    read mentions mentioned shows describes described indicates includes sentence sentences line lines
+    here verbatim see cited and also it is are we i""".split()
+)
+#: Last word of a parenthesised source citation ("(pathology report)", "(MRI note)").
+_CITATION_WORDS = frozenset(
+    "report reports note notes consult consultation summary letter record records context text sheet log form chart".split()
+)
+_CONNECTIVES = frozenset({"and", "or", "also", "plus", "then", "while", "but", "whereas", "vs", "versus"})
+
+
+@dataclass(frozen=True)
+class Grounding:
+    """Result of the grounding judge."""
+
+    n_spans: int  # evidence spans checked (quoted fragments + unquoted claim lines)
+    bad_spans: tuple[str, ...]  # spans not found in the context (normalised text)
+    proof_norm: str = ""  # the whole proof, normalised (pieces joined by spaces)
+    proof_tokens: frozenset[str] = frozenset()  # its word tokens
+
+    @property
+    def status(self) -> str:
+        """``verified`` | ``missing`` (no evidence at all) | ``hallucinated``."""
+        if self.bad_spans:
+            return "hallucinated"
+        return "verified" if self.n_spans else "missing"
+
+
+def _is_leadin(raw_segment: str, norm_segment: str, toks: list[str]) -> bool:
+    """Short source attribution next to quotes: at most 6 words, no digits, and either made
+    only of attribution words ("The context states:", "and") or a parenthesised citation
+    ending in a source word ("(pathology report)").  Anything else is a claim."""
+    if len(toks) > 6 or any(ch.isdigit() for ch in norm_segment):
+        return False
+    if all(t in ATTRIBUTION_WORDS or t in _CONNECTIVES for t in toks):
+        return True
+    seg = raw_segment.strip().rstrip(".,;")
+    return seg.startswith("(") and seg.endswith(")") and toks[-1] in _CITATION_WORDS
+
+
+def split_proof(proof: str) -> tuple[list[str], list[str]]:
+    """Split raw proof text into (quoted spans, unquoted segments).
+
+    Quoted spans are the texts between double quotes (straight, curly or guillemets; an
+    unbalanced final quote runs to the end); each is further split at ellipses (``...``,
+    ``…``, ``[...]``) into fragments that are checked separately.  Unquoted segments are the
+    lines of the text outside quotes, with list bullets and numbering removed.
+    """
+    parts = unify_double_quotes(proof).split('"')
+    quoted: list[str] = []
+    for q in parts[1::2]:
+        quoted.extend(f for f in _ELLIPSIS_RE.split(q) if f.strip())
+    segments: list[str] = []
+    for outside in parts[0::2]:
+        for line in outside.splitlines():
+            line = _BULLET_RE.sub("", line)
+            if line.strip(" \t.,;:-()[]"):
+                segments.append(line)
+    return quoted, segments
+
+
+def span_in_context(span_norm: str, ctx: NormContext, toks: list[str] | None = None) -> bool:
+    """Whether one normalised evidence span appears in the context.
+
+    Exact when its word tokens occur contiguously in the context's tokens (so punctuation and
+    the normalisations of :func:`rewards.text.normalize` never matter).  Otherwise a span of at
+    least ``FUZZY_MIN_WORDS`` words is a near-verbatim copy when every number in it occurs in
+    the context, at most 10 % of its words (rounded down) are not covered by a word trigram that
+    occurs in the context, and no more than 2 uncovered words are consecutive.  So a dropped or
+    changed word inside a long quote passes, an invented clause does not.
+    """
+    if toks is None:
+        toks = tokens(span_norm)
+    if not toks:
+        return True
+    if (" " + " ".join(toks) + " ") in ctx.token_str:
+        return True
+    n = len(toks)
+    if n < FUZZY_MIN_WORDS:
+        return False
+    if not numbers(span_norm) <= ctx.numbers:
+        return False
+    covered = [False] * n
+    tri = ctx.trigrams
+    for i in range(n - 2):
+        if f"{toks[i]} {toks[i + 1]} {toks[i + 2]}" in tri:
+            covered[i] = covered[i + 1] = covered[i + 2] = True
+    unmatched = 0
+    run = longest = 0
+    for c in covered:
+        if c:
+            run = 0
+        else:
+            unmatched += 1
+            run += 1
+            if run > longest:
+                longest = run
+    return unmatched <= int(n * FUZZY_MAX_UNMATCHED_FRACTION) and longest <= FUZZY_MAX_UNMATCHED_RUN
+
+
+_QMARK = "\x01"  # stands for a double quote while the whole proof is normalised at once
+_NLMARK = "\x02"  # stands for a line break
+
+
+def split_proof_normalized(proof: str) -> tuple[list[str], list[str]]:
+    """:func:`split_proof` followed by :func:`normalize` of every piece, done with a single
+    normalisation of the whole proof (quotes and line breaks are kept as marker characters).
+    Returns (normalised quoted fragments, normalised unquoted segments)."""
+    text = unify_double_quotes(proof)
+    if '"' in text:
+        text = text.replace('"', _QMARK)
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    norm = normalize(text.replace("\n", _NLMARK))
+    parts = norm.split(_QMARK)
+    quoted: list[str] = []
+    for q in parts[1::2]:
+        if _NLMARK in q:
+            q = " ".join(q.replace(_NLMARK, " ").split())
+        for f in _ELLIPSIS_RE.split(q):
+            f = f.strip()
+            if f:
+                quoted.append(f)
+    segments: list[str] = []
+    for outside in parts[0::2]:
+        for line in outside.split(_NLMARK):
+            line = _BULLET_RE.sub("", line).strip()
+            if line.strip(" \t.,;:-()[]"):
+                segments.append(line)
+    return quoted, segments
+
+
+def judge_grounding(proof: str, ctx: NormContext) -> Grounding:
+    """Grounding component: every piece of evidence in the proof must come from the context.
+
+    Each quoted fragment must pass :func:`span_in_context`.  Text outside quotes is allowed only
+    as a short source attribution (see ``_is_leadin``); any other unquoted line is itself
+    evidence and must pass :func:`span_in_context` -- so an invented sentence placed next to a
+    long real quote fails.
+    """
+    quoted, segments = split_proof_normalized(proof)
+    n = 0
+    bad: list[str] = []
+    all_toks: set[str] = set()
+    for qn in quoted:
+        toks = tokens(qn)
+        if not toks:
+            continue
+        all_toks.update(toks)
+        n += 1
+        if not span_in_context(qn, ctx, toks):
+            bad.append(qn)
+    for sn in segments:
+        toks = tokens(sn)
+        all_toks.update(toks)
+        if not toks or _is_leadin(sn, sn, toks):
+            continue
+        n += 1
+        if not span_in_context(sn, ctx, toks):
+            bad.append(sn)
+    return Grounding(n_spans=n, bad_spans=tuple(bad), proof_norm=" ".join(quoted + segments), proof_tokens=frozenset(all_toks))
+
+
+_WORD_RE = re.compile(r"\w")
+
+
+def _has_word(norm_text: str) -> bool:
+    return _WORD_RE.search(norm_text) is not None
+
+
+# --------------------------------------------------------------------------- answer support
+
+
+def judge_answer_support(answer_norm: str, ctx: NormContext, question_norm: str = "") -> bool:
+    """No-hallucination component for the answer: every number it states occurs in the context
+    (or in the question).  Numbers are compared canonically (``1,000`` == ``1000``,
+    ``1.50`` == ``1.5``, ``10⁹`` == ``10^9``)."""
+    nums = numbers(answer_norm)
+    if not nums:
+        return True
+    return nums <= ctx.numbers or nums <= (ctx.numbers | question_numbers(question_norm))
+
+
+# --------------------------------------------------------------------------- words
+
+STOPWORDS = frozenset(
+    """a an the of to in on at by for with from and or but as is are was were be been being it its
+    this that these those there here which who whom whose what when where why how than then so
+    such any all each per via into onto over under after before during about against between
+    has have had do does did will would should could may might must can shall i we you he she
+    they them his her their our your my me us also only very more most less least other some
+    same both either if while until up down out off again further once not no nor""".split()
+)
+#: Words about the response itself / the source, ignored when comparing claims.
+META_WORDS = frozenset(
+    """context text vignette passage case information report reports reported reporting state
+    states stated says say note notes noted mention mentions mentioned provide provided give gives
+    given contain contains include includes document documented answer question conflict
+    conflicting conflicts contradict contradicts contradictory contradiction inconsistent
+    discrepancy different differ record records value values two""".split()
+)
+_NEG_RE = re.compile(
+    r"\b(?:not|no|never|none|neither|nor|without|cannot|cant|dont|doesnt|didnt|isnt|arent|"
+    r"wasnt|werent|wont|absent|negative)\b"
+)
+
+
+_STEMS: dict[str, str] = {}
+
+
+def _stem(tok: str) -> str:
+    """Light plural stemming (memoised; the vocabulary of a run is small)."""
+    s = _STEMS.get(tok)
+    if s is None:
+        if len(tok) > 4 and tok.endswith("ies"):
+            s = tok[:-3] + "y"
+        elif len(tok) > 3 and tok.endswith("s") and not tok.endswith("ss"):
+            s = tok[:-1]
+        else:
+            s = tok
+        if len(_STEMS) < 200_000:
+            _STEMS[tok] = s
+    return s
+
+
+def content_terms(norm_text: str, drop: frozenset[str] = frozenset()) -> set[str]:
+    """Stemmed non-stopword word tokens without digits (numbers are compared separately)."""
+    out = set()
+    for t in set(tokens(norm_text)):
+        if t in STOPWORDS or t in drop or t.isdigit():
+            continue
+        s = _stem(t)
+        if s not in drop:
+            out.add(s)
+    return out
+
+
+def _term_in(term: str, toks: set[str]) -> bool:
+    """Whether a stemmed term occurs in a set of raw tokens (as itself or a plural form)."""
+    return term in toks or term + "s" in toks or (term.endswith("y") and term[:-1] + "ies" in toks)
+
+
+@lru_cache(maxsize=8192)
+def question_terms(question_norm: str) -> frozenset[str]:
+    """content_terms of a question (memoised: questions repeat across a GRPO group)."""
+    return frozenset(content_terms(question_norm))
+
+
+@lru_cache(maxsize=8192)
+def question_numbers(question_norm: str) -> frozenset[str]:
+    return frozenset(numbers(question_norm))
+
+
+@lru_cache(maxsize=8192)
+def _question_key_terms(question_norm: str) -> frozenset[str]:
+    return frozenset(content_terms(question_norm, META_WORDS))
+
+
+def has_negation(norm_text: str) -> bool:
+    return _NEG_RE.search(norm_text) is not None
+
+
+# --------------------------------------------------------------------------- correctness
+
+#: Fraction of the reference's key terms a correct answer must contain (all of them when the
+#: reference has at most ``CORRECT_ALL_TERMS_UPTO`` key terms).
+CORRECT_TERM_RECALL = 0.6
+CORRECT_ALL_TERMS_UPTO = 3
+#: An answer may add at most max(8, 2 x reference key terms) key terms of its own, so pasting
+#: the whole context is not a correct answer.
+CORRECT_MIN_EXTRA_TERMS = 8
+
+
+@lru_cache(maxsize=8192)
+def _reference_facts(expected_norm: str) -> tuple[frozenset[str], frozenset[str], bool]:
+    """numbers, content terms and negation of a reference answer (memoised)."""
+    return frozenset(numbers(expected_norm)), frozenset(content_terms(expected_norm)), has_negation(expected_norm)
+
+
+def judge_correct(answer_norm: str, expected_norm: str, question_norm: str = "") -> bool:
+    """Answer-correctness component for answerable items (no shared-word shortcut).
+
+    Correct when, after normalisation: (1) every number of the reference is in the answer;
+    (2) when the reference has numbers, the answer states no other number except ones from the
+    question (so "625 mg or 125 mg" is wrong when the reference is 625 mg); (3) the answer
+    contains the reference's key terms -- content words (stopwords and words already in the
+    question removed, light plural stemming) -- all of them when there are at most 3, else at
+    least 60 %; (4) the answer adds at most max(8, 2 x the reference's key terms) key terms of
+    its own (pasting the context is not an answer); and (5) the answer and the reference agree
+    on negation (both or neither contain a negation cue such as "not", "no", "without").  A reference with neither numbers
+    nor key terms must equal the answer.
+    """
+    if not expected_norm:
+        return False
+    ref_nums, ref_all_terms, ref_neg = _reference_facts(expected_norm)
+    ans_nums = numbers(answer_norm)
+    if not ref_nums <= ans_nums:
+        return False
+    if ref_nums and not ans_nums <= (ref_nums | question_numbers(question_norm)):
+        return False
+    q_terms = question_terms(question_norm)
+    ref_terms = ref_all_terms - q_terms or ref_all_terms
+    ans_terms = content_terms(answer_norm)
+    if len(ans_terms - ref_all_terms - q_terms) > max(CORRECT_MIN_EXTRA_TERMS, 2 * len(ref_all_terms)):
+        return False
+    if ref_terms:
+        hit = len(ref_terms & ans_terms)
+        need = len(ref_terms) if len(ref_terms) <= CORRECT_ALL_TERMS_UPTO else CORRECT_TERM_RECALL * len(ref_terms)
+        if hit < need:
+            return False
+    elif not ref_nums and tokens(answer_norm) != tokens(expected_norm):
+        return False
+    return has_negation(answer_norm) == ref_neg
+
+
+# --------------------------------------------------------------------------- abstention / conflict / refusal
+
+_SRC = r"(?:context|text|vignette|passage|case|information|notes?|reports?|records?|data|documents?|excerpt|source|summary)"
+_ABSTAIN_RES = (
+    re.compile(
+        _SRC + r"s? (?:provided |given |above |here )?(?:does not|doesnt|do not|dont|did not|didnt|"
+        r"fails to|fail to) (?:\w+ ){0,2}?(?:contain|include|mention|report|state|specify|provide|give|"
+        r"list|describe|document|say|indicate|address|offer|have|record|discuss)"
+    ),
+    re.compile(
+        r"\bnot (?:\w+ ){0,2}?(?:mentioned|reported|stated|provided|specified|given|documented|included|"
+        r"available|described|listed|found|present|contained|addressed|recorded|discussed|defined|"
+        r"clear|established|known|determined) "
+        r"(?:in|by|within|anywhere in) (?:the |this )?(?:provided |given |available )?" + _SRC
+    ),
+    re.compile(r"\b(?:no|not enough|insufficient) (?:information|mention|data|details?) (?:about|on|regarding|of|for|to|is|are)\b"),
+    re.compile(
+        r"\b(?:cannot|cant|can not|unable to|not able to|not possible to|impossible to) (?:be )?"
+        r"(?:determine|determined|answer|answered|derive|derived|infer|inferred|establish|established|"
+        r"ascertain|ascertained|identify|identified|tell|say|know|known|provide|specify|give|state|find|found)\b"
+        r"(?: \S+){0,12}? (?:from|based on|with|given|using|in) (?:the |this )?"
+        r"(?:provided |given |available )?" + _SRC
+    ),
+    re.compile(r"\b(?:is|are|was|were) not (?:reported|stated|specified|documented|mentioned|available|recorded)\b"),
+    re.compile(_SRC + r" (?:lacks|lack|is silent|are silent|is missing|omits|omit)\b"),
+)
+_CONFLICT_RE = re.compile(
+    r"\b(?:conflict\w*|contradict\w*|inconsisten\w*|discrepan\w*|disagree\w*|(?:do|does) not agree|"
+    r"dont agree|doesnt agree|differ|differs|differing|"
+    r"different (?:values|doses|dosages|results|findings|diagnoses|numbers|grades|reports|ages|sizes|"
+    r"schedules|amounts|figures|readings|measurements))\b"
+)
+_CONFLICT_NEG_RE = re.compile(
+    r"\b(?:no|not|without|nor|never) (?:\w+ ){0,2}?(?:conflict\w*|contradict\w*|discrepan\w*|"
+    r"disagree\w*|inconsisten\w*|differ\w*)\b"
+)
+_REFUSAL_RES = (
+    re.compile(
+        r"\b(?:i|we) (?:cant|cannot|can not|am unable to|m unable to|are unable to|am not able to|"
+        r"m not able to|wont|will not|must decline to|have to decline to|decline to|am not allowed to|"
+        r"m not allowed to) (?:help|assist|provide|give|offer|answer|comply|respond|discuss|advise)\b"
+    ),
+    re.compile(
+        r"\b(?:consult|speak to|speak with|talk to|talk with|contact|ask) (?:with )?(?:a|an|your|the)"
+        r" (?:\w+ ){0,2}?(?:doctor|physician|healthcare|health care|medical|oncologist|clinician|"
+        r"professional|provider|specialist|care team)"
+    ),
+    re.compile(r"\bas an ai\b|\bi am an ai\b|\bim an ai\b|\blanguage model\b"),
+    re.compile(r"\b(?:i am|im) not a (?:doctor|physician|medical professional|clinician)\b"),
+    re.compile(r"\b(?:cannot|cant|can not|unable to|not able to|not allowed to|not permitted to|wont|will not) "
+               r"(?:give|provide|offer) (?:\w+ )?(?:medical|health|clinical) (?:advice|guidance|recommendations?)"),
+)
+
+
+# Cheap keyword prefilters: a pattern can only match when one of its keywords is present, so
+# most texts never reach the (slower) regexes.
+# one keyword group per abstention pattern, in the order of _ABSTAIN_RES
+_ABSTAIN_KEYS = (
+    ("does not", "doesnt", "do not", "dont", "did not", "didnt", "fail"),
+    ("not ",),
+    ("information", "mention", "data", "detail"),
+    ("cannot", "cant", "can not", "unable", "not able", "not possible", "impossible"),
+    (" not reported", " not stated", " not specified", " not documented", " not mentioned", " not available",
+     " not recorded"),
+    ("lack", "silent", "missing", "omit"),
+)
+_CONFLICT_KEYS = ("conflict", "contradict", "inconsisten", "discrepan", "disagree", "agree", "differ")
+_REFUSAL_KEYS = (
+    ("cant", "cannot", "can not", "unable", "not able", "wont", "will not", "decline", "not allowed"),
+    ("doctor", "physician", "health", "medical", "oncologist", "clinician", "professional", "provider",
+     "specialist", "care team"),
+    ("ai", "language model"),
+    ("not a ",),
+    ("advice", "guidance", "recommendation"),
+)
+
+
+def _has_any(text: str, keys: tuple[str, ...]) -> bool:
+    for k in keys:
+        if k in text:
+            return True
+    return False
+
+
+def judge_abstention(answer_norm: str) -> bool:
+    """The answer says the context does not contain what was asked (phrase family in docs)."""
+    return any(_has_any(answer_norm, keys) and r.search(answer_norm) is not None for keys, r in zip(_ABSTAIN_KEYS, _ABSTAIN_RES))
+
+
+def judge_on_topic(answer_norm: str, question_norm: str) -> bool:
+    """The answer names something the question asks about: it shares at least one key term
+    (content word other than meta words like "context", "information") with the question.
+    Used so that "the text does not mention X" counts as abstaining only when X is what was
+    asked.  True when the question has no key terms."""
+    q = _question_key_terms(question_norm)
+    return not q or bool(q & content_terms(answer_norm, META_WORDS))
+
+
+def judge_conflict(answer_norm: str) -> bool:
+    """The answer reports that the context contradicts itself (and does not deny a conflict)."""
+    if not _has_any(answer_norm, _CONFLICT_KEYS):
+        return False
+    return _CONFLICT_RE.search(answer_norm) is not None and _CONFLICT_NEG_RE.search(answer_norm) is None
+
+
+def has_refusal_boilerplate(answer_norm: str) -> bool:
+    """Refusal boilerplate anywhere in the text (see :func:`judge_refusal`)."""
+    return any(_has_any(answer_norm, keys) and r.search(answer_norm) for keys, r in zip(_REFUSAL_KEYS, _REFUSAL_RES))
+
+
+#: A canned refusal is short: longer answers are never treated as one.
+REFUSAL_MAX_CHARS = 400
+#: Words that carry no content in a refusal ("Sorry, unfortunately I can't help with your request").
+_REFUSAL_FILLER = frozenset(
+    """sorry unfortunately please however request question help assist understand apologize apologise
+    thank thanks qualified""".split()
+)
+_SENTENCE_RE = re.compile(r"[.!?;:\n]+")
+
+
+def judge_refusal(answer_norm: str, abstained: bool | None = None, conflict: bool | None = None) -> bool:
+    """A canned refusal: a short answer (at most ``REFUSAL_MAX_CHARS`` normalised characters)
+    made of refusal boilerplate ("I can't help with that", "I cannot provide medical advice",
+    "consult your doctor", "as an AI", "I'm not a doctor") and nothing else: once the sentences
+    holding boilerplate are removed, no number and at most 2 content words remain, and the
+    answer makes no statement about the context (no abstention, no conflict report).  So
+    "625 mg weekly. Please consult your doctor." is an answer with a disclaimer, not a refusal.
+    Apostrophes are removed by normalisation, so curly and straight ones are the same.
+    ``abstained``/``conflict`` may be passed when already computed."""
+    if len(answer_norm) > REFUSAL_MAX_CHARS or not has_refusal_boilerplate(answer_norm):
+        return False
+    if abstained is None:
+        abstained = judge_abstention(answer_norm)
+    if conflict is None:
+        conflict = judge_conflict(answer_norm)
+    if abstained or conflict:
+        return False
+    rest = " ".join(sent for sent in _SENTENCE_RE.split(answer_norm) if not has_refusal_boilerplate(sent))
+    if numbers(rest):
+        return False
+    return len(content_terms(rest, _REFUSAL_FILLER)) <= 2
+
+
+# --------------------------------------------------------------------------- proof/answer consistency
+
+#: Fraction of the answer's key terms that must appear in the proof.
+CONSISTENCY_TERM_RECALL = 0.5
+
+
+def judge_consistency(
+    answer_norm: str,
+    proof_norm: str,
+    question_norm: str = "",
+    about_context: bool = False,
+    proof_tokens: frozenset[str] | set[str] | None = None,
+) -> bool:
+    """Proof-answer consistency: the answer's claims are supported by the proof.
+
+    Every number in the answer must appear in the proof (or the question).  For an answer
+    that states a fact, at least half of its key terms (content words, minus the question's
+    words and meta words such as "context", "reports") must also appear in the proof.  When
+    the answer is a statement about the context (``about_context``: an abstention or a
+    conflict report), its words name the asked topic rather than claim a fact, so only its
+    numbers are checked.  An answer with no numbers and no key terms is consistent.
+    """
+    a_nums = numbers(answer_norm)
+    if a_nums and not a_nums <= (numbers(proof_norm) | question_numbers(question_norm)):
+        return False
+    if about_context:
+        return True
+    drop = META_WORDS | question_terms(question_norm)
+    a_terms = content_terms(answer_norm, drop)
+    if not a_terms:
+        return True
+    p_toks = proof_tokens if proof_tokens is not None else set(tokens(proof_norm))
+    hits = sum(1 for t in a_terms if _term_in(t, p_toks))
+    return hits >= CONSISTENCY_TERM_RECALL * len(a_terms)

@@ -1,0 +1,73 @@
+"""Strict parser for ``<think>…</think><proof>…</proof><answer>…</answer>`` responses."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_TAGS = tuple((f"<{n}>", n) for n in ("think", "/think", "proof", "/proof", "answer", "/answer"))
+
+#: Responses longer than this are format errors without being parsed (a runaway generation).
+MAX_RESPONSE_CHARS = 1_000_000
+
+
+@dataclass(frozen=True)
+class Parsed:
+    ok: bool
+    think: str = ""
+    proof: str = ""
+    answer: str = ""
+    error: str = ""  # "" when ok; otherwise a short machine-readable reason
+
+
+def parse_response(text: str) -> Parsed:
+    """Parse a response strictly.
+
+    Well formed means: the six tags ``<think> </think> <proof> </proof> <answer> </answer>``
+    each appear exactly once, in that order, with only whitespace before ``<think>``, between
+    ``</think>`` and ``<proof>``, between ``</proof>`` and ``<answer>`` and after
+    ``</answer>``; and the answer is not blank.  Tags are lowercase and exact (``<Think>``,
+    ``< think>`` are not tags, so they leave a tag missing).  Think and proof may be empty
+    (an empty proof is judged by the grounding component, not here).
+
+    Error codes: ``not_text``, ``too_long``, ``missing_tag:<name>``, ``duplicate_tag:<name>``
+    (for the first tag, in the expected order, that is missing or repeated), ``out_of_order``,
+    ``text_outside_tags``, ``empty_answer``.
+    """
+    if not isinstance(text, str):
+        return Parsed(False, error="not_text")
+    if len(text) > MAX_RESPONSE_CHARS:
+        return Parsed(False, error="too_long")
+    found = []
+    for tag, name in _TAGS:
+        i = text.find(tag)
+        if i < 0:
+            return Parsed(False, error=f"missing_tag:{name}")
+        if text.find(tag, i + 1) >= 0:
+            return Parsed(False, error=f"duplicate_tag:{name}")
+        found.append((i, i + len(tag)))
+    if not (found[0][0] < found[1][0] < found[2][0] < found[3][0] < found[4][0] < found[5][0]):
+        return Parsed(False, error="out_of_order")
+    (s0, e0), (s1, e1), (s2, e2), (s3, e3), (s4, e4), (s5, e5) = found
+    outside = (text[:s0], text[e1:s2], text[e3:s4], text[e5:])
+    if any(part.strip() for part in outside):
+        return Parsed(False, error="text_outside_tags")
+    answer = text[e4:s5].strip()
+    if not answer:
+        return Parsed(False, error="empty_answer")
+    return Parsed(True, think=text[e0:s1].strip(), proof=text[e2:s3].strip(), answer=answer)
+
+
+_ANSWER_RE = re.compile(r"<answer>(.*?)(?:</answer>|\Z)", re.DOTALL)
+
+
+def extract_answer(text: str) -> str:
+    """The text inside the first ``<answer>`` tag when there is one, else the whole text
+    (stripped).  Used for expected answers given as full reference responses."""
+    if not text:
+        return ""
+    if "<answer>" in text:
+        m = _ANSWER_RE.search(text)
+        if m:
+            return m.group(1).strip()
+    return text.strip()

@@ -1,0 +1,148 @@
+"""Text normalisation shared by the judges (pure functions, precompiled regexes, cached contexts).
+
+Normal form (``normalize``): superscript digit runs become ``^digits`` (so ``10⁹`` and
+``10^9`` agree) and a power right after a letter loses its caret (``m²`` == ``m^2`` ==
+``m2``); NFKC (maps U+202F/U+00A0 and other unicode spaces to a plain space, ``…`` to
+``...``, ``µ`` to ``μ``); ``×`` becomes ``x``; every dash/hyphen variant (U+2010-U+2015,
+U+2212, U+FE58, U+FE63, U+FF0D) becomes ``-``; every quote character (straight, curly,
+primes, guillemets) and the apostrophe is deleted (so ``can’t`` == ``can't`` == ``cant``);
+case is folded; whitespace runs collapse to one space; spaces next to ``/ ≥ ≤ < > = ± ^`` and
+before ``%`` are removed (``30 %`` == ``30%``).  Word tokens (``tokens``) are the ``\\w+``
+runs of the normal form, so punctuation never matters for token comparisons."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+
+_SUPERSCRIPTS = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹", "0123456789")
+_SUPER_RE = re.compile(r"[⁰¹²³⁴⁵⁶⁷⁸⁹]+")
+_DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d\u00ad"
+_QUOTES = "\"'`\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u201f\u2032\u2033\u00ab\u00bb\u2039\u203a\u02bc\uff02\uff07"
+_DASH_RE = re.compile("[" + _DASHES + "]")
+_QUOTE_RE = re.compile("[" + re.escape(_QUOTES) + "]")
+_SYMBOLS = "/≥≤<>=±^"
+_LETTER_POWER_RE = re.compile(r"([^\W\d_])\^(\d)")
+_TOKEN_RE = re.compile(r"\w+")
+# a number is a digit run not glued to a preceding letter (so ONC201, H3, K27M are names)
+_NUMBER_RE = re.compile(r"(?<!\w)\d+(?:[.,]\d+)*")
+#: Double-quote characters that delimit quoted spans in a proof (single quotes are too
+#: ambiguous with apostrophes to delimit spans).
+DOUBLE_QUOTES = "\"\u201c\u201d\u201e\u201f\u00ab\u00bb\uff02"
+_DQ_RE = re.compile("[" + DOUBLE_QUOTES[1:] + "]")
+
+
+def _superscript(m: re.Match[str]) -> str:
+    return "^" + m.group(0).translate(_SUPERSCRIPTS)
+
+
+_SPACES = "\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000"
+_SPECIAL = {**{c: "-" for c in _DASHES}, **{c: "" for c in _QUOTES}, **{c: " " for c in _SPACES}, "\u2026": "...", "\u00d7": "x"}
+_SPECIAL_RE = re.compile("[" + re.escape("".join(_SPECIAL)) + "]")
+# UTF-8 of ¹ ² ³ (U+00B9, U+00B2, U+00B3) and the U+207x block holding the other superscripts
+_SUPER_BYTES = (b"\xc2\xb2", b"\xc2\xb3", b"\xc2\xb9", b"\xe2\x81")
+
+
+def _special(m: re.Match[str]) -> str:
+    return _SPECIAL[m.group(0)]
+
+
+def normalize(text: str) -> str:
+    """The normal form described in the module docstring (linear time)."""
+    if not text:
+        return ""
+    if text.isascii():
+        if '"' in text or "'" in text or "`" in text:
+            text = text.replace('"', "").replace("'", "").replace("`", "")
+    else:
+        raw = text.encode("utf-8", "surrogatepass")
+        if _SUPER_BYTES[0] in raw or _SUPER_BYTES[1] in raw or _SUPER_BYTES[2] in raw or _SUPER_BYTES[3] in raw:
+            text = _SUPER_RE.sub(_superscript, text)
+        # the common special characters first (cheap); NFKC only for what is left
+        text = _SPECIAL_RE.sub(_special, text)
+        if not text.isascii():
+            text = unicodedata.normalize("NFKC", text)
+            text = _DASH_RE.sub("-", text)
+            text = _QUOTE_RE.sub("", text)
+    text = " ".join(text.casefold().split())
+    if " %" in text:
+        text = text.replace(" %", "%")
+    for ch in _SYMBOLS:
+        if ch in text:
+            text = text.replace(" " + ch, ch).replace(ch + " ", ch)
+    if "^" in text:
+        text = _LETTER_POWER_RE.sub(r"\1\2", text)
+    return text
+
+
+@lru_cache(maxsize=8192)
+def normalize_cached(text: str) -> str:
+    """:func:`normalize`, memoised (for questions and expected answers, which repeat)."""
+    return normalize(text)
+
+
+_ASCII_WORD_TABLE = str.maketrans({i: (chr(i) if chr(i).isalnum() or chr(i) == "_" else " ") for i in range(128)})
+
+
+def tokens(norm_text: str) -> list[str]:
+    """Word tokens (``\\w+`` runs) of already-normalised text."""
+    if norm_text.isascii():  # same result, about twice as fast
+        return norm_text.translate(_ASCII_WORD_TABLE).split()
+    return _TOKEN_RE.findall(norm_text)
+
+
+def canonical_number(raw: str) -> str:
+    """``1,000`` -> ``1000``; ``1.50`` -> ``1.5``; ``07`` -> ``7``; ``0.48`` stays."""
+    s = raw
+    if "," in s:
+        parts = s.split(",")
+        # thousands separators: every group after the first has 3 digits
+        if all(len(p) == 3 and p.isdigit() for p in parts[1:]):
+            s = "".join(parts)
+        else:
+            s = s.replace(",", ".")
+    if s.count(".") > 1:
+        return s  # a version-like string; keep as is
+    if "." in s:
+        whole, frac = s.split(".")
+        frac = frac.rstrip("0")
+        whole = whole.lstrip("0") or "0"
+        return f"{whole}.{frac}" if frac else whole
+    return s.lstrip("0") or "0"
+
+
+def numbers(norm_text: str) -> set[str]:
+    """Canonical numbers appearing in already-normalised text.  Digits glued to a preceding
+    letter are part of a name (``onc201``, ``h3``, ``k27m``) and are compared as words."""
+    return {canonical_number(m) for m in _NUMBER_RE.findall(norm_text)}
+
+
+def unify_double_quotes(text: str) -> str:
+    """Map every double-quote variant to ``"``."""
+    return text if text.isascii() else _DQ_RE.sub('"', text)
+
+
+@dataclass(frozen=True)
+class NormContext:
+    """A context prepared once for grounding checks."""
+
+    norm: str
+    token_str: str  # " tok tok tok " (padded), for whole-token substring checks
+    trigrams: frozenset[str]
+    numbers: frozenset[str]
+
+
+@lru_cache(maxsize=4096)
+def prepare_context(context: str) -> NormContext:
+    """Normalise a context once; cached per context string (contexts repeat across a group)."""
+    norm = normalize(context)
+    toks = tokens(norm)
+    tri = frozenset(" ".join(toks[i : i + 3]) for i in range(len(toks) - 2))
+    return NormContext(
+        norm=norm,
+        token_str=" " + " ".join(toks) + " ",
+        trigrams=tri,
+        numbers=frozenset(numbers(norm)),
+    )

@@ -1,0 +1,272 @@
+"""Each component judge on its own."""
+
+import pytest
+
+from rewards.judges import (
+    Grounding,
+    judge_abstention,
+    judge_answer_support,
+    judge_conflict,
+    judge_consistency,
+    judge_correct,
+    judge_grounding,
+    judge_on_topic,
+    judge_refusal,
+    span_in_context,
+    split_proof,
+)
+from rewards.text import normalize as N
+from rewards.text import prepare_context
+
+CTX = (
+    "A 7\u2011year\u2011old boy was diagnosed with DIPG. MRI showed a 3.5\u202fcm pontine lesion. "
+    "ONC201 was given at 625 mg weekly. The neuropathology consult states: \u201chigh-grade astrocytic "
+    "neoplasm, WHO grade III\u201d. Platelets fell to 45 \u00d7 10\u2079/L. The median overall survival for "
+    "patients with DIPG is less than one year despite intensive multimodal therapy and supportive care."
+)
+C = prepare_context(CTX)
+
+
+# ----------------------------------------------------------------- grounding
+
+
+def test_verbatim_quote_with_unicode_variants_is_grounded():
+    g = judge_grounding('"A 7-year-old boy was diagnosed with DIPG."', C)
+    assert g.status == "verified" and g.n_spans == 1
+
+
+def test_short_verbatim_quote_is_accepted():
+    assert judge_grounding('"625 mg weekly"', C).status == "verified"
+    assert judge_grounding("\u201cpontine lesion\u201d", C).status == "verified"
+
+
+def test_case_and_punctuation_and_quotes_inside_do_not_matter():
+    g = judge_grounding("\"the neuropathology consult states: 'HIGH-GRADE astrocytic neoplasm, WHO grade III'\"", C)
+    assert g.status == "verified"
+
+
+def test_missing_when_no_evidence():
+    assert judge_grounding("", C).status == "missing"
+    assert judge_grounding("The context states:", C).status == "missing"
+    assert judge_grounding("From the text:", C).status == "missing"
+
+
+def test_invented_quote_fails():
+    g = judge_grounding('"ONC201 was given at 900 mg daily."', C)
+    assert g.status == "hallucinated"
+
+
+def test_invented_text_beside_a_long_real_quote_fails():
+    real = '"The median overall survival for patients with DIPG is less than one year despite intensive multimodal therapy and supportive care."'
+    assert judge_grounding(real, C).status == "verified"
+    # an invented sentence outside the quotes
+    assert judge_grounding(real + " The patient was cured with high-dose vitamin C.", C).status == "hallucinated"
+    assert judge_grounding(real + "\n- Radiotherapy cured the tumor completely", C).status == "hallucinated"
+    # an invented clause inside the same quote
+    inside = real[:-2] + ', and the child was cured by proton therapy."'
+    assert judge_grounding(inside, C).status == "hallucinated"
+    # a second invented quote
+    assert judge_grounding(real + ' "Vitamin C cured the tumor."', C).status == "hallucinated"
+
+
+def test_near_verbatim_within_tolerance():
+    # one word changed in a 20-word quote: accepted (documented tolerance)
+    near = '"The median overall survival for patients with DIPG is less than one year despite aggressive multimodal therapy and supportive care."'
+    assert span_in_context(N(near), C)
+    # a word dropped
+    dropped = '"The median overall survival for patients with DIPG is less than one year despite multimodal therapy and supportive care."'
+    assert span_in_context(N(dropped), C)
+    # three consecutive invented words: rejected
+    bad = '"The median overall survival for patients with DIPG is well above five years despite intensive multimodal therapy and supportive care."'
+    assert not span_in_context(N(bad), C)
+    # a changed number is never tolerated
+    num = '"The median overall survival for patients with DIPG is less than 2 year despite intensive multimodal therapy and supportive care."'
+    assert not span_in_context(N(num), C)
+
+
+def test_short_quote_must_be_exact():
+    assert not span_in_context(N("625 mg daily"), C)
+
+
+def test_source_attributions_and_bullets_are_allowed():
+    proof = (
+        "The context states:\n"
+        '- "ONC201 was given at 625 mg weekly." (pharmacy note)\n'
+        '1. "MRI showed a 3.5 cm pontine lesion." and "Platelets fell to 45 x 10^9/L."'
+    )
+    g = judge_grounding(proof, C)
+    assert g.status == "verified", g
+    assert g.n_spans == 3
+
+
+def test_ellipsis_fragments_are_checked_separately():
+    assert judge_grounding('"A 7-year-old boy ... ONC201 was given at 625 mg weekly."', C).status == "verified"
+    assert judge_grounding('"A 7-year-old boy \u2026 ONC201 was given at 900 mg"', C).status == "hallucinated"
+
+
+@pytest.mark.parametrize(
+    "tail",
+    ["The context says tumor cured.", "The tumor was cured:", "(tumor cured)", "Context contains only medical info"],
+)
+def test_claims_disguised_as_attributions_are_evidence(tail):
+    g = judge_grounding('"ONC201 was given at 625 mg weekly." ' + tail, C)
+    assert g.status == "hallucinated", tail
+
+
+def test_unquoted_verbatim_line_is_evidence():
+    assert judge_grounding("ONC201 was given at 625 mg weekly.", C).status == "verified"
+
+
+def test_unbalanced_quote_runs_to_end():
+    quoted, outside = split_proof('"MRI showed a 3.5 cm pontine lesion.')
+    assert quoted == ["MRI showed a 3.5 cm pontine lesion."] and outside == []
+
+
+def test_grounding_status_property():
+    assert Grounding(0, ()).status == "missing"
+    assert Grounding(2, ()).status == "verified"
+    assert Grounding(2, ("x",)).status == "hallucinated"
+
+
+# ----------------------------------------------------------------- answer support
+
+
+def test_answer_numbers_must_be_in_context_or_question():
+    assert judge_answer_support(N("625 mg weekly"), C)
+    assert judge_answer_support(N("45 \u00d7 10^9/L"), C)
+    assert not judge_answer_support(N("900 mg weekly"), C)
+    assert judge_answer_support(N("at week 8 it was 625 mg"), C, N("What was given at week 8?"))
+    assert judge_answer_support(N("The context does not report it."), C)
+
+
+# ----------------------------------------------------------------- correctness
+
+
+@pytest.mark.parametrize(
+    "answer, expected, ok",
+    [
+        ("625 mg weekly", "625 mg weekly", True),
+        ("ONC201 was given at 625 mg weekly.", "625 mg weekly", True),
+        ("625\u202fmg weekly", "625 mg weekly", True),
+        ("125 mg weekly", "625 mg weekly", False),  # wrong number
+        ("625 mg daily", "625 mg weekly", False),  # wrong key term
+        ("625 mg or 125 mg weekly", "625 mg weekly", False),  # hedging with another number
+        ("weekly", "625 mg weekly", False),
+        ("H3 K27M", "H3 K27M", True),
+        ("H3 K27M", "ACVR1 G328V", False),
+        ("The tumor is not H3 K27M mutant", "The tumor is H3 K27M mutant", False),  # negation
+        ("No H3 K27M mutation was found", "No H3 K27M mutation was found", True),
+        # no shared-long-word shortcut: sharing "radiotherapy" and "hydrocephalus" is not enough
+        ("Radiotherapy worsened hydrocephalus", "Place a ventriculoperitoneal shunt for hydrocephalus and continue radiotherapy with ONC201", False),
+        ("anything", "", False),
+        # pasting the whole context is not an answer
+        ("A 7-year-old boy was diagnosed with DIPG. MRI showed a 3.5 cm pontine lesion. Biopsy showed an H3 K27M "
+         "mutation. Grade 2 fatigue was reported. Symptoms of double vision began weeks before diagnosis.", "H3 K27M", False),
+        ("Biopsy showed an H3 K27M mutation.", "H3 K27M", True),
+    ],
+)
+def test_judge_correct(answer, expected, ok):
+    assert judge_correct(N(answer), N(expected), N("What dose of ONC201 was given?")) is ok
+
+
+def test_question_words_need_not_be_repeated():
+    assert judge_correct(N("625 mg weekly"), N("ONC201 625 mg weekly"), N("What dose of ONC201 was given?"))
+
+
+# ----------------------------------------------------------------- abstention / conflict / refusal
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The context does not report the radiotherapy dose.",
+        "The radiotherapy dose is not reported in the context.",
+        "The context does not mention the tumor mutation.",
+        "The provided text does not contain information about the capital of France.",
+        "The answer cannot be derived from the given text.",
+        "I\u2019m sorry, but I can\u2019t determine the WHO grade from the information provided.",
+        "There is no information about the dose.",
+        "The vignette lacks any dosing details.",
+    ],
+)
+def test_abstention_phrases(text):
+    assert judge_abstention(N(text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["625 mg weekly", "The patient did not receive dexamethasone.", "No evidence of infection was found.", ""],
+)
+def test_not_abstention(text):
+    assert not judge_abstention(N(text))
+
+
+def test_on_topic():
+    q = N("What radiotherapy dose was delivered?")
+    assert judge_on_topic(N("The context does not report the radiotherapy dose."), q)
+    assert not judge_on_topic(N("The text does not mention the H3 K27M mutation."), q)
+
+
+@pytest.mark.parametrize(
+    "text, ok",
+    [
+        ("The context gives conflicting values for the ONC201 dose: 625 mg weekly and 125 mg weekly.", True),
+        ("The reports contradict each other.", True),
+        ("There is a discrepancy between the two pathology reports.", True),
+        ("The two reports disagree.", True),
+        ("There is no conflict in the context.", False),
+        ("The reports are not contradictory.", False),
+        ("625 mg weekly", False),
+    ],
+)
+def test_conflict(text, ok):
+    assert judge_conflict(N(text)) is ok
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I can't help with that.",
+        "I can\u2019t help with that.",  # curly apostrophe
+        "I\u2019m sorry, but I cannot provide medical advice.",
+        "I am unable to assist with this request. Please consult your doctor.",
+        "As an AI, I won\u2019t answer medical questions.",
+        "Please speak with a qualified healthcare professional.",
+        "I\u2019m not a doctor.",
+    ],
+)
+def test_canned_refusals(text):
+    assert judge_refusal(N(text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "625 mg weekly",
+        "The context does not report the dose.",
+        # polite preface + a statement about the context is an abstention, not a canned refusal
+        "I\u2019m sorry, but I can\u2019t provide a specific radiation dose based on the information given.",
+        "I cannot help determine it: the reports give conflicting doses.",
+        # an answer with a safety disclaimer is an answer, not a canned refusal
+        "625 mg weekly. Please consult your doctor.",
+        "Place a ventriculoperitoneal shunt and continue ONC201; I cannot give medical advice beyond the context.",
+        # long answers are never canned refusals
+        "I can't help with that. " + "The context reports the ONC201 dose and the MRI findings in detail. " * 8,
+    ],
+)
+def test_not_refusals(text):
+    assert not judge_refusal(N(text))
+
+
+# ----------------------------------------------------------------- consistency
+
+
+def test_consistency_numbers_and_terms():
+    proof = N('"ONC201 was given at 625 mg weekly."')
+    q = N("What dose of ONC201 was given?")
+    assert judge_consistency(N("625 mg weekly"), proof, q)
+    assert not judge_consistency(N("125 mg weekly"), proof, q)  # number not in the proof
+    assert not judge_consistency(N("Radiotherapy with temozolomide daily"), proof, q)  # terms not in proof
+    assert judge_consistency(N("The context does not report it."), proof, q, about_context=True)
+    assert not judge_consistency(N("The context does not report it, but 900 mg is usual."), proof, q, about_context=True)
+    assert judge_consistency(N(""), proof, q)

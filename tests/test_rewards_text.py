@@ -1,0 +1,45 @@
+"""Normalisation used by every judge."""
+
+from rewards.text import canonical_number, normalize, numbers, prepare_context, tokens
+
+
+def test_unicode_spaces_hyphens_quotes_case():
+    assert normalize("H3\u2011K27M") == normalize("h3-k27m") == "h3-k27m"
+    assert normalize("25\u202fmg\u00a0daily") == "25 mg daily"
+    assert normalize("I can\u2019t") == normalize("I can't") == normalize("I CANT") == "i cant"
+    assert normalize("\u201cquoted\u201d and \"plain\"") == "quoted and plain"
+    assert normalize("a \u2014 b \u2013 c \u2212 d") == "a - b - c - d"
+
+
+def test_numbers_and_units():
+    assert normalize("30 %") == normalize("30%") == "30%"
+    assert normalize("10\u2079/L") == normalize("10^9/L") == "10^9/l"
+    assert normalize("20 mg/m\u00b2") == normalize("20 mg/m^2") == normalize("20 mg/m2") == "20 mg/m2"
+    assert normalize("\u2265 3") == "\u22653"
+    assert normalize("45 \u00d7 10") == "45 x 10"
+    assert numbers(normalize("ONC201 H3 K27M 625mg")) == {"625"}
+    assert numbers(normalize("1,000 mg, 1.50 and 0.48 or 07")) == {"1000", "1.5", "0.48", "7"}
+    assert canonical_number("2,5") == "2.5"
+    assert canonical_number("1.0") == "1"
+
+
+def test_whitespace_collapses_and_empty():
+    assert normalize("  a\n\n\tb  ") == "a b"
+    assert normalize("") == ""
+    assert tokens(normalize("Hello, world!")) == ["hello", "world"]
+
+
+def test_prepare_context_is_cached_per_string():
+    a = prepare_context("MRI showed a 3.5 cm lesion.")
+    b = prepare_context("MRI showed a 3.5 cm lesion.")
+    assert a is b
+    assert "3.5" in a.numbers and "mri showed a" in a.trigrams
+    assert " mri showed a 3 5 cm lesion " == a.token_str
+
+
+def test_tokens_ascii_fast_path_matches_regex():
+    import re
+
+    for t in ["a-b c_d e.f 12,5 x/y", "h3-k27m mg/m2 10^9/l", "", "   ", "über straße 5", "a\tb\nc"]:
+        n = normalize(t)
+        assert tokens(n) == re.findall(r"\w+", n)
