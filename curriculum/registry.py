@@ -1,0 +1,221 @@
+"""Registry of custom guard functions.
+
+A custom guard function is plain Python the user ships next to the spec (never text inside
+the spec)::
+
+    from curriculum.registry import register_guard
+
+    @register_guard()
+    def reward_stalled(view, metric, n):
+        w = view.window(metric, int(n))
+        return len(w) >= n and float(w.max() - w.min()) < 1.0
+
+It is called as ``fn(view, *args)``: ``view`` is the :class:`curriculum.windows.MetricHistory`,
+numbers arrive as floats, strings as str, metric identifiers as the metric name (a str).  It
+returns a bool or a float.  Specs name the modules to import in their ``guard_modules`` list;
+:func:`import_guard_modules` imports them (dotted module names or ``.py`` paths relative to the
+spec's folder).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib
+import importlib.util
+import re
+import sys
+import threading
+import warnings
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from curriculum.expr import BUILTIN_FUNCTIONS
+
+F = TypeVar("F", bound=Callable[..., object])
+
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_RESERVED = BUILTIN_FUNCTIONS | {"and", "or", "not"}
+
+_lock = threading.RLock()
+_functions: dict[str, Callable[..., object]] = {}
+
+
+class GuardImportError(ImportError):
+    """A guard module named by a spec could not be imported."""
+
+    def __init__(self, module: str, message: str):
+        self.module = module
+        super().__init__(f"cannot import guard module '{module}': {message}")
+
+
+def _validate_name(name: str) -> None:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValueError(
+            f"guard function name must be an identifier (letters, digits, _), got {name!r}"
+        )
+    if name in _RESERVED:
+        raise ValueError(f"'{name}' is a built-in guard function name and cannot be registered")
+
+
+def register_guard(name: str | None = None) -> Callable[[F], F]:
+    """Decorator registering ``fn(view, *args) -> bool | float`` under ``name``.
+
+    ``name`` defaults to the function's ``__name__``.  Registering a *different* callable under
+    a taken name warns (:class:`UserWarning`) and replaces it; re-registering the same callable
+    (e.g. a module imported twice) is silent.
+    """
+    if callable(name) and not isinstance(name, str):
+        raise TypeError("use @register_guard() (with parentheses) or @register_guard('name')")
+
+    def deco(fn: F) -> F:
+        if not callable(fn):
+            raise TypeError(f"register_guard expects a callable, got {type(fn).__name__}")
+        key = name if name is not None else getattr(fn, "__name__", None)
+        _validate_name(key)  # type: ignore[arg-type]
+        with _lock:
+            old = _functions.get(key)  # type: ignore[arg-type]
+            if old is not None and old is not fn and not _same_function(old, fn):
+                warnings.warn(
+                    f"guard function '{key}' was already registered "
+                    f"({_where(old)}); replacing it with {_where(fn)}",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            _functions[key] = fn  # type: ignore[index]
+        return fn
+
+    return deco
+
+
+def _where(fn: Callable[..., object]) -> str:
+    mod = getattr(fn, "__module__", "?")
+    qual = getattr(fn, "__qualname__", repr(fn))
+    return f"{mod}.{qual}"
+
+
+def _same_function(a: Callable[..., object], b: Callable[..., object]) -> bool:
+    """The same source function re-created by a re-import (same module, name and code)."""
+    ca, cb = getattr(a, "__code__", None), getattr(b, "__code__", None)
+    if ca is None or cb is None:
+        return False
+    return (
+        _where(a) == _where(b)
+        and ca.co_code == cb.co_code
+        and ca.co_consts == cb.co_consts
+        and ca.co_filename == cb.co_filename
+    )
+
+
+def unregister_guard(name: str) -> None:
+    """Remove ``name`` (no error if absent); mainly for tests."""
+    with _lock:
+        _functions.pop(name, None)
+
+
+def get_guard_function(name: str) -> Callable[..., object]:
+    """The function registered under ``name``; KeyError (with a suggestion) if none."""
+    with _lock:
+        fn = _functions.get(name)
+        names = list(_functions)
+    if fn is None:
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        known = ", ".join(sorted(names)) or "none registered"
+        raise KeyError(f"no guard function named '{name}'{hint} (known: {known})")
+    return fn
+
+
+def guard_function_names() -> frozenset[str]:
+    with _lock:
+        return frozenset(_functions)
+
+
+def guard_functions() -> dict[str, Callable[..., object]]:
+    """A snapshot copy of the registry: name -> function (pass it to evaluate/update)."""
+    with _lock:
+        return dict(_functions)
+
+
+def import_guard_modules(modules: list[str], base_dir: Path) -> list[str]:
+    """Import each entry of ``modules`` so its ``@register_guard`` decorators run.
+
+    An entry ending in ``.py`` (or containing a path separator) is a file path, relative to
+    ``base_dir`` (the spec's folder) unless absolute; anything else is a dotted module name,
+    looked up with ``base_dir`` temporarily on ``sys.path``.  Returns the imported module
+    names.  Raises :class:`GuardImportError` naming the entry on any failure (missing file,
+    syntax error, exception at import time).
+    """
+    if isinstance(modules, str):
+        modules = [modules]
+    base = Path(base_dir)
+    imported: list[str] = []
+    for entry in modules:
+        if not isinstance(entry, str) or not entry.strip():
+            raise GuardImportError(str(entry), "expected a module name or a .py path")
+        entry = entry.strip()
+        if entry.endswith(".py") or "/" in entry or "\\" in entry:
+            imported.append(_import_file(entry, base))
+        else:
+            imported.append(_import_dotted(entry, base))
+    return imported
+
+
+def _import_file(entry: str, base: Path) -> str:
+    path = Path(entry)
+    if not path.is_absolute():
+        path = base / path
+    path = path.resolve()
+    if not path.is_file():
+        raise GuardImportError(entry, f"file not found: {path}")
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
+    mod_name = f"_curriculum_guards_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}_{digest}"
+    if mod_name in sys.modules:
+        return mod_name
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    if spec is None or spec.loader is None:
+        raise GuardImportError(entry, f"not an importable Python file: {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as e:  # noqa: BLE001 - report any import-time failure by name
+        sys.modules.pop(mod_name, None)
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise GuardImportError(entry, f"{type(e).__name__}: {e}") from e
+    return mod_name
+
+
+def _import_dotted(entry: str, base: Path) -> str:
+    if not all(part.isidentifier() for part in entry.split(".")):
+        raise GuardImportError(entry, "not a valid dotted module name")
+    added = False
+    base_s = str(base.resolve())
+    if base_s not in sys.path:
+        sys.path.insert(0, base_s)
+        added = True
+    try:
+        importlib.import_module(entry)
+    except BaseException as e:  # noqa: BLE001
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise GuardImportError(entry, f"{type(e).__name__}: {e}") from e
+    finally:
+        if added:
+            try:
+                sys.path.remove(base_s)
+            except ValueError:
+                pass
+    return entry
+
+
+__all__ = [
+    "GuardImportError",
+    "register_guard",
+    "unregister_guard",
+    "get_guard_function",
+    "guard_function_names",
+    "guard_functions",
+    "import_guard_modules",
+]

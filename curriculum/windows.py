@@ -1,0 +1,219 @@
+"""MetricHistory: the bounded view of recent metric values that guards read.
+
+Per metric it keeps the values of the current phase in a ring buffer (``capacity`` values,
+the largest window any guard needs) and, for every finished phase, the final tail of its most
+recent visit (same capacity).  Each metric has its own buffer: a step that does not report a
+metric adds nothing to that metric's window (so ``window(m, 50)`` is "the last 50 values of m
+reported in this phase").  Non-finite values are stored as they are; the statistics decide
+what to do with them.
+
+State round-trips through :meth:`MetricHistory.to_dict` / :meth:`MetricHistory.from_dict`
+as strict JSON (non-finite values encoded as the strings ``"nan"``, ``"inf"``, ``"-inf"``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+_EMPTY = np.empty(0, dtype=np.float64)
+_EMPTY.setflags(write=False)
+
+
+class _Ring:
+    """Fixed-capacity float buffer; the last n values are always one contiguous slice.
+
+    Every value is written twice (at i and i + capacity) so ``buf[end - n : end]`` is the
+    last n values in order without wrapping logic.
+    """
+
+    __slots__ = ("cap", "buf", "n")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.buf = np.empty(2 * cap, dtype=np.float64)
+        self.n = 0  # values pushed in total (not capped)
+
+    def push(self, v: float) -> None:
+        i = self.n % self.cap
+        self.buf[i] = v
+        self.buf[i + self.cap] = v
+        self.n += 1
+
+    def last(self, k: int) -> np.ndarray:
+        k = min(k, self.n, self.cap)
+        if k <= 0:
+            return _EMPTY
+        end = (self.n - 1) % self.cap + self.cap + 1
+        return self.buf[end - k : end].copy()
+
+    def values(self) -> np.ndarray:
+        return self.last(self.cap)
+
+
+def _enc(v: float) -> float | str:
+    if math.isfinite(v):
+        return v
+    if math.isnan(v):
+        return "nan"
+    return "inf" if v > 0 else "-inf"
+
+
+def _dec(v: Any) -> float:
+    if v is None:
+        return math.nan
+    if isinstance(v, str):
+        s = v.strip().lower()
+        if s not in ("nan", "inf", "-inf", "+inf"):
+            raise ValueError(f"bad encoded metric value {v!r}")
+        return float(s)
+    return float(v)
+
+
+def _enc_list(arr: np.ndarray) -> list[float | str]:
+    return [_enc(float(x)) for x in arr.tolist()]
+
+
+def _dec_array(vals: list[Any]) -> np.ndarray:
+    return np.array([_dec(v) for v in vals], dtype=np.float64)
+
+
+class MetricHistory:
+    """Current-phase windows plus the final tail of each finished phase."""
+
+    def __init__(self, capacity: int) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)):
+            raise TypeError(f"capacity must be an int, got {type(capacity).__name__}")
+        self._capacity = max(1, int(capacity))
+        self._current: dict[str, _Ring] = {}
+        self._finished: dict[str, dict[str, np.ndarray]] = {}
+        self._phase: str | None = None
+        self._previous: str | None = None
+        self._phase_step = 0
+
+    # -- properties ---------------------------------------------------------------------
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @property
+    def phase(self) -> str | None:
+        return self._phase
+
+    @property
+    def previous_phase(self) -> str | None:
+        return self._previous
+
+    @property
+    def phase_step(self) -> int:
+        """Number of :meth:`push` calls since the current phase began."""
+        return self._phase_step
+
+    @property
+    def metrics(self) -> frozenset[str]:
+        """Names of the metrics seen in the current phase."""
+        return frozenset(self._current)
+
+    @property
+    def finished_phases(self) -> tuple[str, ...]:
+        return tuple(self._finished)
+
+    # -- mutation -----------------------------------------------------------------------
+    def begin_phase(self, name: str) -> None:
+        """Start phase ``name``: freeze the current phase's tail as the previous phase."""
+        if not isinstance(name, str) or not name:
+            raise ValueError("phase name must be a non-empty string")
+        if self._phase is not None:
+            self._finished.pop(self._phase, None)  # re-insert so order = recency
+            self._finished[self._phase] = {m: r.values() for m, r in self._current.items()}
+            self._previous = self._phase
+        self._phase = name
+        self._current = {}
+        self._phase_step = 0
+
+    def push(self, metrics: Mapping[str, float]) -> None:
+        """Record one training step's metrics (non-numeric values are stored as NaN)."""
+        cur = self._current
+        for name, value in metrics.items():
+            ring = cur.get(name)
+            if ring is None:
+                ring = cur[name] = _Ring(self._capacity)
+            try:
+                v = float(value)
+            except (TypeError, ValueError):
+                v = math.nan
+            ring.push(v)
+        self._phase_step += 1
+
+    # -- reading ------------------------------------------------------------------------
+    def window(self, metric: str, n: int) -> np.ndarray:
+        """The last ``n`` values of ``metric`` in the current phase (fewer early on)."""
+        ring = self._current.get(metric)
+        if ring is None:
+            return _EMPTY
+        return ring.last(int(n))
+
+    def phase_window(self, metric: str, n: int, phase: str | None = None) -> np.ndarray:
+        """Last ``n`` values of ``metric`` at the end of the previous phase (``phase=None``)
+        or of the most recent finished visit of ``phase``; empty when there is none."""
+        name = self._previous if phase is None else phase
+        if name is None:
+            return _EMPTY
+        tail = self._finished.get(name, {}).get(metric)
+        if tail is None or n <= 0:
+            return _EMPTY
+        return tail[-int(n) :].copy()
+
+    def reported(self, metric: str) -> int:
+        """How many values of ``metric`` were pushed in the current phase (not capped)."""
+        ring = self._current.get(metric)
+        return ring.n if ring is not None else 0
+
+    # -- state --------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Strict-JSON-safe snapshot (``json.dumps(..., allow_nan=False)`` works)."""
+        return {
+            "version": 1,
+            "capacity": self._capacity,
+            "phase": self._phase,
+            "previous_phase": self._previous,
+            "phase_step": self._phase_step,
+            "current": {
+                m: {"reported": r.n, "values": _enc_list(r.values())}
+                for m, r in self._current.items()
+            },
+            "finished": {
+                p: {m: _enc_list(a) for m, a in tails.items()}
+                for p, tails in self._finished.items()
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "MetricHistory":
+        h = cls(int(d["capacity"]))
+        h._phase = d.get("phase")
+        h._previous = d.get("previous_phase")
+        h._phase_step = int(d.get("phase_step", 0))
+        for m, entry in d.get("current", {}).items():
+            vals = _dec_array(entry["values"])[-h._capacity :]
+            ring = _Ring(h._capacity)
+            ring.n = max(0, int(entry.get("reported", len(vals))) - len(vals))
+            for v in vals.tolist():
+                ring.push(v)
+            h._current[m] = ring
+        for p, tails in d.get("finished", {}).items():
+            h._finished[p] = {
+                m: _dec_array(vals)[-h._capacity :] for m, vals in tails.items()
+            }
+        return h
+
+    def __repr__(self) -> str:
+        return (
+            f"MetricHistory(capacity={self._capacity}, phase={self._phase!r}, "
+            f"previous_phase={self._previous!r}, phase_step={self._phase_step})"
+        )
+
+
+__all__ = ["MetricHistory"]
