@@ -7,7 +7,7 @@ Prints, for history windows of 50 and 1,000 steps:
   * microseconds per guard check for typical guards (expression, cross-phase, collapse, custom),
   * the engine's whole per-step guard cost: one MetricHistory.push of ~20 metrics plus the
     update of a handful of guards (budget: < 1 ms),
-and, on seeded synthetic GRPO traces (tests/test_controllers_traces.py), the collapse detector's false-fire
+and, on seeded synthetic GRPO traces (tests/controller_traces.py), the collapse detector's false-fire
 count on healthy traces and its detection-delay distribution on collapses.
 """
 
@@ -104,7 +104,7 @@ def bench_timings(n: int, steps: int = 500, repeats: int = 7) -> None:
 
 
 def detector_stats(n_healthy: int, n_collapse: int) -> None:
-    import test_controllers_traces as tr
+    import controller_traces as tr
 
     for baseline in ("previous_phase", "warmup"):
         cfg = collapse_config({"baseline": baseline})

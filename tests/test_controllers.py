@@ -1,6 +1,6 @@
 """curriculum.controllers: CUSUM collapse detector and PID-Lagrangian controller.
 
-The collapse tests run the detector on seeded synthetic GRPO traces (tests/test_controllers_traces.py):
+The collapse tests run the detector on seeded synthetic GRPO traces (tests/controller_traces.py):
 200 healthy seeds x 300 steps (with 15-step top-reward droughts and single-step blips) must
 never fire; 200 collapse seeds must be detected within 40 steps of the onset.
 """
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-import test_controllers_traces as tr  # noqa: E402
+import controller_traces as tr  # noqa: E402
 
 from curriculum.controllers import (  # noqa: E402
     ControllerConfigError,
