@@ -186,10 +186,13 @@ def _resume(args: argparse.Namespace) -> int:
         if args.spec or args.overrides:
             from curriculum.compat import check_compatible
 
-            from curriculum.state import atomic_write_json
-
             old = load_run_spec(run_dir)
             spec = check_compatible(old, args.spec, args.overrides, {**meta, "_run_dir": str(run_dir)})
+        eng = resume_engine(run_dir, runner_override=runner, progress=progress, spec=spec)
+        if spec is not None:
+            # recorded only once the resume is sure to go ahead: a refused resume changes nothing
+            from curriculum.state import atomic_write_json
+
             atomic_write_json(run_dir / "spec.resolved.json", spec.raw)
             meta["resumed_with_changes"] = (meta.get("resumed_with_changes") or []) + [
                 {"spec": args.spec, "overrides": args.overrides, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -198,7 +201,6 @@ def _resume(args: argparse.Namespace) -> int:
                 meta["spec_path"] = str(Path(args.spec).resolve())
             meta["overrides"] = list(meta.get("overrides") or []) + list(args.overrides)
             atomic_write_json(run_dir / "run.json", meta)
-        eng = resume_engine(run_dir, runner_override=runner, progress=progress, spec=spec)
         out = run_dir
     print(f"resuming {out} at step {eng.state.global_step} in phase {eng.state.phase}", file=sys.stderr)
     eng.run()

@@ -13,7 +13,7 @@ import fnmatch
 from pathlib import Path
 from typing import Any
 
-from curriculum.errors import RunDirError
+from curriculum.errors import RunDirError, SpecError
 from curriculum.spec import Spec, load_spec
 
 SAFE = (
@@ -32,6 +32,25 @@ SAFE = (
     "run.description",
     "run.default_profile",
 )
+
+
+def _safe(key: str) -> bool:
+    """Is a changed key covered by SAFE?  A `*` stands for one key segment; a trailing `.*` for
+    everything below (so phases.*.max_steps is a phase's budget, not phases.X.train.max_steps)."""
+    parts = key.split(".")
+    for pat in SAFE:
+        pp = pat.split(".")
+        if pp[-1] == "*":
+            head = pp[:-1]
+            if len(parts) <= len(head):
+                continue
+        else:
+            head = pp
+            if len(parts) != len(head):
+                continue
+        if all(fnmatch.fnmatchcase(k, p) for k, p in zip(parts, head)):
+            return True
+    return False
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -59,7 +78,7 @@ def unsafe_changes(old: Spec, new: Spec, visited: set[str]) -> list[str]:
     if list(old.phases) != list(new.phases):
         problems.append(f"phases: {', '.join(old.phases)}  ->  {', '.join(new.phases)} (renamed, removed or reordered)")
     for key, a, b in diff(old.raw, new.raw):
-        if any(fnmatch.fnmatch(key, pat) for pat in SAFE):
+        if _safe(key):
             continue
         parts = key.split(".")
         if parts[0] == "phases" and len(parts) > 2 and parts[1] not in visited and parts[2] in ("penalties", "preset", "train", "controller"):
@@ -71,27 +90,51 @@ def unsafe_changes(old: Spec, new: Spec, visited: set[str]) -> list[str]:
 
 
 def check_compatible(old: Spec, new_path: str | None, overrides: list[str], meta: dict[str, Any]) -> Spec:
-    from curriculum.state import load_state
-
+    earlier = list(meta.get("overrides") or [])
     if new_path:
-        new = load_spec(new_path, profile=meta.get("profile"), overrides=list(meta.get("overrides") or []) + overrides)
+        try:
+            new = load_spec(new_path, profile=meta.get("profile"), overrides=earlier + overrides)
+        except SpecError as e:
+            # The run's own --set overrides are re-applied to the changed spec.  When they no
+            # longer fit it (e.g. they name a phase the new spec renamed), show the diff against
+            # the changed spec itself, which is what the user needs to see.
+            if not earlier:
+                raise
+            try:
+                bare = load_spec(new_path, profile=meta.get("profile"), overrides=overrides)
+            except SpecError:
+                raise e from None
+            _, visited = _visited(old, meta)
+            problems = unsafe_changes(old, bare, visited) or []
+            problems += [f"the run's earlier --set {', '.join(earlier)} no longer applies: {p}" for p in e.problems]
+            raise RunDirError(_incompatible(problems)) from None
     else:
         new = load_spec(old.path, raw=old.raw, overrides=overrides)
         new.profile = old.profile
-    try:
-        run_dir = Path(meta.get("_run_dir", "."))
-        visited = {v["phase"] for v in load_state(run_dir / "state.json").visits}
-    except (OSError, ValueError):
-        visited = set(old.phases)
-    if "_run_dir" not in meta:
-        visited = set(old.phases)
+    _, visited = _visited(old, meta)
     problems = unsafe_changes(old, new, visited)
     if problems:
-        raise RunDirError(
-            "the changed spec is not compatible with the run's checkpoints; these changes would make "
-            "them mean something else:\n  " + "\n  ".join(problems) + "\nSafe changes: guard definitions and "
-            "thresholds, phase budgets (max_steps, min_dwell), eval settings, checkpoint cadence, and the "
-            "penalties, presets and hyperparameters of phases the run has not reached. Start a new run "
-            "(or branch with --from-phase) for anything else."
-        )
+        raise RunDirError(_incompatible(problems))
     return new
+
+
+def _visited(old: Spec, meta: dict[str, Any]) -> tuple[Path | None, set[str]]:
+    from curriculum.state import load_state
+
+    if "_run_dir" not in meta:
+        return None, set(old.phases)
+    run_dir = Path(meta["_run_dir"])
+    try:
+        return run_dir, {v["phase"] for v in load_state(run_dir / "state.json").visits}
+    except (OSError, ValueError):
+        return run_dir, set(old.phases)
+
+
+def _incompatible(problems: list[str]) -> str:
+    return (
+        "the changed spec is not compatible with the run's checkpoints; these changes would make "
+        "them mean something else:\n  " + "\n  ".join(problems) + "\nSafe changes: guard definitions and "
+        "thresholds, phase budgets (max_steps, min_dwell), eval settings, checkpoint cadence, and the "
+        "penalties, presets and hyperparameters of phases the run has not reached. Start a new run "
+        "(or branch with --from-phase) for anything else."
+    )

@@ -6,6 +6,20 @@ Where each decision is made:
   - the penalty scale of a PID phase ....... curriculum/controllers.py
   - everything on disk ..................... here, in a fixed crash-safe order
 
+Non-finite metrics (`[run] on_nonfinite`): a step whose reward statistics or trainer numbers
+are NaN/inf, or whose rewards included NaN/inf (`nonfinite_rewards` > 0), is always counted
+(`nonfinite_steps` in state.json) and logged (`nonfinite_metrics` events).  Then:
+  - "skip" (default): training goes on; guard statistics ignore the non-finite values;
+  - "penalty": for the engine exactly like "skip".  Replacing a non-finite reward by a penalty
+    is the reward function's business (rewards.DipgReward(on_error="penalty") under Tunix), so
+    by the time the engine sees the step there is nothing more to do;
+  - "stop_phase": the phase ends at that step with reason "nonfinite" and the run moves on as
+    if the phase's budget had run out.
+A metric value that is not a number (a string, None, a list) is recorded as NaN.  A runner that
+raises, or yields something other than a dict, stops the run with a RunnerError (one paragraph,
+a `runner_failed` event, the traceback in RUN_DIR/runner-error.txt); the run directory stays
+consistent and `curriculum resume` continues from the last checkpoint.
+
 Crash safety: a checkpoint is written into a temporary folder (runner files, then engine.json)
 and renamed into place; only then does state.json point at it.  Resuming restores the runner
 and the engine state from the same checkpoint and cuts the logs back to the byte offsets
@@ -24,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from curriculum import faults, registry
-from curriculum.errors import CurriculumError, RunDirError
+from curriculum.errors import CurriculumError, RunDirError, RunnerError
 from curriculum.events import EventLog, MetricsLog, truncate_to
 from curriculum.machine import BUDGET, PhaseMachine
 from curriculum.spec import END, Spec, load_spec, pid_config_from_table
@@ -91,18 +105,13 @@ class Engine:
         meta: dict[str, Any] | None = None,
     ) -> "Engine":
         run_dir = Path(run_dir)
+        if run_dir.exists() and not run_dir.is_dir():
+            raise RunDirError(f"{run_dir}: the run directory path is an existing file; give a new --run-dir")
         if run_dir.exists() and any(run_dir.iterdir()):
             raise RunDirError(
                 f"{run_dir}: the run directory already holds files; use `curriculum resume {run_dir}` "
                 "to continue that run, or give a new --run-dir"
             )
-        try:
-            (run_dir / CKPT_DIR).mkdir(parents=True, exist_ok=True)
-            probe = run_dir / ".write-probe"
-            probe.write_text("ok")
-            probe.unlink()
-        except OSError as e:
-            raise RunDirError(f"{run_dir}: cannot write the run directory ({e.strerror or e})") from None
         start = start_phase or spec.start
         if start not in spec.phases:
             from curriculum.errors import one_of, suggest
@@ -110,22 +119,40 @@ class Engine:
             raise CurriculumError(
                 f"--start-phase: unknown phase '{start}'; expected {one_of(spec.phases)}{suggest(start, spec.phases)}"
             )
-        atomic_write_json(run_dir / "spec.resolved.json", spec.raw)
-        if spec_text is not None:
-            (run_dir / "spec.source.toml").write_text(spec_text, encoding="utf-8")
-        atomic_write_json(
-            run_dir / "run.json",
-            {
-                "spec_path": str(spec.path.resolve()) if spec.path else None,
-                "profile": spec.profile,
-                "overrides": spec.overrides,
-                "start_phase": start,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                **(meta or {}),
-            },
-        )
-        state = RunState(spec_digest=spec.digest(), seed=spec.model.run.seed, phase=start)
-        save_state(run_dir, state)
+        # The run directory appears whole or not at all: it is assembled beside its final place
+        # and renamed into it, so a kill during creation never leaves a half-made run.
+        tmp = run_dir.parent / f".{run_dir.name}.creating-{os.getpid()}"
+        try:
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            (tmp / CKPT_DIR).mkdir(parents=True)
+            atomic_write_json(tmp / "spec.resolved.json", spec.raw)
+            if spec_text is not None:
+                (tmp / "spec.source.toml").write_text(spec_text, encoding="utf-8")
+            atomic_write_json(
+                tmp / "run.json",
+                {
+                    "spec_path": str(spec.path.resolve()) if spec.path else None,
+                    "profile": spec.profile,
+                    "overrides": spec.overrides,
+                    "start_phase": start,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    **(meta or {}),
+                },
+            )
+            state = RunState(spec_digest=spec.digest(), seed=spec.model.run.seed, phase=start)
+            save_state(tmp, state)
+            os.replace(tmp, run_dir)  # also replaces an empty directory the user made
+            fsync_dir(run_dir.parent)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            why = e.strerror or str(e)
+            for parent in run_dir.parents:
+                if parent.exists() and not parent.is_dir():
+                    why = f"{parent} is a file, not a directory"
+                    break
+            raise RunDirError(f"{run_dir}: cannot write the run directory ({why})") from None
         runner = runner_override if runner_override is not None else make_runner(spec)
         eng = cls(spec, run_dir, runner, state, console=console, progress=progress)
         return eng
@@ -134,16 +161,20 @@ class Engine:
 
     def run(self) -> RunState:
         st = self.state
-        self.runner.open(
-            RunContext(
-                run_dir=self.run_dir,
-                seed=st.seed,
-                model=dict(self.spec.model.model),
-                data=dict(self.spec.model.data),
-                runner=dict(self.spec.model.runner),
-                reward=self.spec.model.reward.model_dump(),
-            )
+        ctx = RunContext(
+            run_dir=self.run_dir,
+            seed=st.seed,
+            model=dict(self.spec.model.model),
+            data=dict(self.spec.model.data),
+            runner=dict(self.spec.model.runner),
+            reward=self.spec.model.reward.model_dump(),
         )
+        try:
+            self._runner_call("open", self.runner.open, ctx)
+        except RunnerError:
+            self.metrics.close()
+            self.events.close()
+            raise
         self.events.bind(run=self.spec.model.run.name)
         self.events.emit(
             "run_started",
@@ -160,13 +191,20 @@ class Engine:
         try:
             if self.resume_from is not None and st.status == "running":
                 self._enter_phase(fresh=False)
-                self.runner.restore(self.resume_from / "runner")
+                self._runner_call("restore", self.runner.restore, self.resume_from / "runner")
                 self.events.emit("run_resumed", checkpoint=str(self.resume_from), step=st.global_step, phase=st.phase, phase_step=st.phase_step)
             while st.status == "running":
                 self._advance()
         except KeyboardInterrupt:
             self.events.emit("run_interrupted", level="warning", step=st.global_step, phase=st.phase)
             raise
+        except OSError as e:  # the run directory itself: full disk, removed, read-only
+            raise RunDirError(
+                f"{self.run_dir}: cannot write the run directory at step {st.global_step} "
+                f"({e.strerror or e}{': ' + str(e.filename) if getattr(e, 'filename', None) else ''}); "
+                f"the last checkpoint {self._previous_checkpoint()} is intact: free space and "
+                f"`curriculum resume {self.run_dir}` continues from it"
+            ) from None
         finally:
             self._close_bar()
             self.metrics.close()
@@ -197,7 +235,18 @@ class Engine:
         fired = None
         done = 0
         stop_reason = None
-        for metrics in self.runner.train(chunk):
+        steps = iter(self._runner_call("train", self.runner.train, chunk))
+        while True:
+            try:
+                metrics = next(steps)
+            except StopIteration:
+                break
+            except Exception as e:  # noqa: BLE001 - the runner's failure, reported as such
+                raise self._runner_failed("train", e) from None
+            if not isinstance(metrics, dict):
+                raise self._runner_failed(
+                    "train", TypeError(f"yielded {type(metrics).__name__} {metrics!r:.80}, expected a dict of metrics")
+                )
             done += 1
             st.global_step += 1
             st.phase_step += 1
@@ -223,6 +272,35 @@ class Engine:
         if every and st.global_step % every == 0:
             self._checkpoint(periodic=True)
 
+    def _runner_call(self, what: str, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception as e:  # noqa: BLE001
+            raise self._runner_failed(what, e) from None
+
+    def _runner_failed(self, what: str, e: BaseException) -> RunnerError:
+        """Log a runner failure (event + traceback file) and build the one-paragraph error."""
+        import traceback
+
+        st = self.state
+        tb_path = self.run_dir / "runner-error.txt"
+        try:
+            tb_path.write_text("".join(traceback.format_exception(e)), encoding="utf-8")
+        except OSError:
+            tb_path = None
+        try:
+            self.events.emit("runner_failed", level="error", console=False, during=what, phase=st.phase,
+                             step=st.global_step, error=f"{type(e).__name__}: {e}")
+        except (OSError, ValueError):
+            pass
+        return RunnerError(
+            f"the {self.spec.runner_kind} runner failed during {what} in phase '{st.phase}' after step "
+            f"{st.global_step} ({type(e).__name__}: {e})"
+            + (f"; traceback in {tb_path}" if tb_path else "")
+            + f". The run directory is consistent: `curriculum resume {self.run_dir}` continues from the "
+            f"last checkpoint ({self._previous_checkpoint()})."
+        )
+
     # ------------------------------------------------------------------ per step
 
     def _on_step(self, metrics: dict[str, float], check: bool):
@@ -230,10 +308,7 @@ class Engine:
         ph = self.spec.phases[st.phase]
         clean = {}
         for k, v in metrics.items():
-            try:
-                clean[k] = float(v)
-            except (TypeError, ValueError):
-                clean[k] = math.nan
+            clean[str(k)] = _as_float(v)
         self.history.push(clean)
         # NaN can mean "not defined this step" (abstention accuracy with no abstention); the
         # values that must always be finite are the reward statistics and the trainer's numbers.
@@ -377,6 +452,14 @@ class Engine:
             st.penalty_scale = 1.0
             st.guards = {t.guard: self.spec.guards[t.guard].init_state() for t in self.spec.transitions_from(st.phase)}
             st.controller = None
+        else:
+            # Resumed, possibly with a changed guard definition (a safe change): a stored state
+            # that does not fit the guard as now declared (another type, other collapse
+            # signals) starts afresh instead of crashing the guard.
+            for t in self.spec.transitions_from(st.phase):
+                stored = st.guards.get(t.guard)
+                if stored is not None and not _guard_state_fits(stored, self.spec.guards[t.guard].init_state()):
+                    st.guards[t.guard] = self.spec.guards[t.guard].init_state()
         self._pid_cfg = None
         if ph.controller is not None:
             from curriculum import controllers
@@ -387,7 +470,7 @@ class Engine:
                 st.penalty_scale = 1.0 + float(st.controller["lam"])
         self._last_logged_scale = st.penalty_scale
         setup = self._phase_setup()
-        self.runner.setup_phase(setup)
+        self._runner_call("setup_phase", self.runner.setup_phase, setup)
         faults.point("phase_setup")
         self.runner.set_penalties(st.penalties())
         self._open_bar()
@@ -420,11 +503,11 @@ class Engine:
         if not ph.eval.enabled:
             return None
         t0 = time.time()
-        result = self.runner.evaluate()
+        result = self._runner_call("evaluate", self.runner.evaluate)
         faults.point("evaluation")
         if result is None:
             return None
-        out = {k: float(v) for k, v in result.items()}
+        out = {k: _as_float(v) for k, v in result.items()}
         self.events.emit("evaluation_finished", console=False, phase=st.phase, step=st.global_step,
                          seconds=round(time.time() - t0, 2), n_items=out.get("n_items"))
         return out
@@ -530,6 +613,7 @@ class Engine:
         tmp.mkdir(parents=True)
         self.metrics.flush()
         rel = str(final.relative_to(self.run_dir))
+        prev_ckpt, prev_offsets = st.last_checkpoint, st.log_offsets
         st.last_checkpoint = rel
         st.log_offsets = {"events": -1, "metrics": self.metrics.offset()}
         try:
@@ -553,6 +637,12 @@ class Engine:
             faults.point("checkpoint_renamed")
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
+            st.last_checkpoint, st.log_offsets = prev_ckpt, prev_offsets
+            try:
+                self.events.emit("checkpoint_failed", level="error", console=False, path=rel,
+                                 step=st.global_step, error=f"{type(e).__name__}: {e}")
+            except (OSError, ValueError):
+                pass
             raise CurriculumError(
                 f"{final}: could not write the checkpoint ({e.strerror or e}); the previous checkpoint "
                 f"{self._previous_checkpoint()} is intact and resumable"
@@ -606,6 +696,26 @@ class Engine:
 # ---------------------------------------------------------------------- helpers
 
 
+def _guard_state_fits(stored: Any, fresh: dict[str, Any]) -> bool:
+    if not isinstance(stored, dict) or not set(fresh) <= set(stored):
+        return False
+    if "detector" in fresh:
+        det = stored.get("detector")
+        if not isinstance(det, dict) or not isinstance(det.get("signals"), dict):
+            return False
+        return set(det["signals"]) == set(fresh["detector"]["signals"])
+    return True
+
+
+def _as_float(v: Any) -> float:
+    """A metric value as a float; anything that is not a number (a string, None, a list, an int
+    too big for a float) is recorded as NaN rather than stopping the run."""
+    try:
+        return float(v)
+    except (TypeError, ValueError, OverflowError):
+        return math.nan
+
+
 def make_runner(spec: Spec) -> Any:
     import runners
 
@@ -623,6 +733,10 @@ def load_run_spec(run_dir: Path) -> Spec:
     except (OSError, json.JSONDecodeError) as e:
         raise RunDirError(f"{run_dir}: damaged run directory ({e})") from None
     spec_path = Path(meta["spec_path"]) if meta.get("spec_path") else None
+    if isinstance(raw.get("run"), dict) and "profiles" not in raw:
+        # resolved: its profile is already applied (run dirs written before the resolved spec
+        # dropped run.default_profile would otherwise ask for a profile that is not there)
+        raw["run"].pop("default_profile", None)
     spec = load_spec(spec_path, raw=raw, text=None) if spec_path else load_spec(None, raw=raw)
     spec.profile = meta.get("profile")
     spec.overrides = list(meta.get("overrides") or [])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from pathlib import Path
 from typing import Iterable
@@ -22,6 +23,11 @@ class SpecError(CurriculumError):
 
 class RunDirError(CurriculumError):
     """A run directory that is missing, damaged or incompatible."""
+
+
+class RunnerError(CurriculumError):
+    """The training back end (a runner, or the reward code it calls) raised.  The run directory
+    is left consistent: `curriculum resume RUN_DIR` continues from the last checkpoint."""
 
 
 def suggest(name: str, choices: Iterable[str]) -> str:
@@ -96,9 +102,18 @@ def _prefix_depth(have: list[str], want: list[str]) -> int:
     return len(have)
 
 
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+def _show_key(part: object) -> str:
+    """A key path segment as TOML writes it: bare when it can be, else quoted ('""', '"a b"')."""
+    s = str(part)
+    return s if _BARE_KEY.match(s) else json.dumps(s)
+
+
 def where(file: str | Path | None, text: str | None, path: tuple) -> str:
     """'examples/dipg.toml:42: phases.soft.max_steps' style prefix."""
-    key = ".".join(str(p) for p in path) if path else "(top level)"
+    key = ".".join(_show_key(p) for p in path) if path else "(top level)"
     line = locate(text, path)
     fname = str(file) if file else "<spec>"
     return f"{fname}:{line}: {key}" if line else f"{fname}: {key}"

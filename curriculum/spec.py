@@ -29,12 +29,14 @@ END = "end"  # pseudo-phase: the run finishes
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # strict: TOML is typed, so "50" is not a step count and true is not a penalty (lax
+    # pydantic would quietly coerce both); ints are still accepted where floats are expected.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True, allow_inf_nan=False)
 
 
 class RunSection(_Strict):
     name: str = "run"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63)  # numpy seeding refuses negative seeds
     start: str | None = None
     default_profile: str | None = None
     chunk_steps: int = Field(1, ge=1)
@@ -45,6 +47,10 @@ class RunSection(_Strict):
     extra_metrics: list[str] = Field(default_factory=list)
     window: int = Field(0, ge=0)  # minimum metric history kept per phase (guards may need more)
     progress: bool = True
+    # A step with NaN/inf rewards or trainer numbers is always counted and logged; then "skip"
+    # trains on (guard statistics ignore non-finite values), "stop_phase" ends the phase with
+    # reason "nonfinite", and "penalty" is "skip" for the engine: the reward function itself
+    # (rewards.DipgReward, on_error="penalty") scores a non-finite reward as a penalty.
     on_nonfinite: Literal["skip", "penalty", "stop_phase"] = "skip"
     description: str = ""
 
@@ -185,7 +191,7 @@ def read_toml(path: Path) -> tuple[dict[str, Any], str]:
         raise SpecError([f"{path}: cannot read the spec file ({e})"]) from None
     try:
         return tomli.loads(text), text
-    except tomli.TOMLDecodeError as e:
+    except (tomli.TOMLDecodeError, RecursionError) as e:  # tomli raises RecursionError past 400 levels
         raise SpecError([f"{path}: not valid TOML: {e}"]) from None
 
 
@@ -214,7 +220,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         raise SpecError([f"--set {item!r}: the key must be a dotted path such as phases.soft.max_steps"])
     try:
         parsed = tomli.loads(f"v = {value.strip()}")["v"]
-    except tomli.TOMLDecodeError:
+    except (tomli.TOMLDecodeError, RecursionError):
         parsed = value.strip()
     return parts, parsed
 
@@ -254,6 +260,8 @@ def load_spec(
     run_tbl = raw.get("run") if isinstance(raw.get("run"), dict) else {}
     chosen = profile if profile is not None else run_tbl.get("default_profile")
     if chosen is not None:
+        if not isinstance(chosen, str):
+            raise SpecError([f"{where(fname, text, ('run', 'default_profile'))}: expected a profile name (a string), got {chosen!r}"])
         if chosen not in profiles:
             key = ("run", "default_profile") if profile is None else ("profiles",)
             raise SpecError(
@@ -266,6 +274,10 @@ def load_spec(
         if not isinstance(prof, dict):
             raise SpecError([f"{where(fname, text, ('profiles', chosen))}: expected a table"])
         raw = deep_merge(raw, prof)
+        # The profile is applied: the resolved spec (stored in the run directory and loaded again
+        # on resume, without its profiles) must not ask for it a second time.
+        if isinstance(raw.get("run"), dict):
+            raw["run"].pop("default_profile", None)
 
     for item in overrides or []:
         parts, value = parse_override(item)
@@ -467,10 +479,23 @@ def _validate(
         if not isinstance(tbl, dict):
             problems.append(f"{W('guards', gname)}: expected a table")
             continue
+        gtype = tbl.get("type", "expr")
+        if not isinstance(gtype, str):
+            problems.append(
+                f"{W('guards', gname, 'type')}: expected a guard type name (a string such as \"collapse\"), got {gtype!r}"
+            )
+            continue
         try:
             guards[gname] = compile_guard(gname, tbl, metric_names, functions)
         except GuardConfigError as e:
             problems.append(f"{W('guards', gname, *(e.key.split('.') if e.key else []))}: {e.message}")
+            continue
+        for ref in sorted(guards[gname].phases_referenced() - set(names)):
+            key = "baseline_phase" if tbl.get("type") == "collapse" else ("when" if "when" in tbl else "until")
+            problems.append(
+                f"{W('guards', gname, key)}: unknown phase '{ref}'; expected "
+                f"{one_of(names)}{suggest(ref, names)}"
+            )
 
     transitions: list[Transition] = []
     for i, t in enumerate(model.transitions):
@@ -500,6 +525,14 @@ def _validate(
                 guards[gname] = compile_guard(gname, {"when": t.when}, metric_names, functions)
             except GuardConfigError as e:
                 problems.append(f"{W('transitions', i, 'when')} (transition #{i + 1}): {e.message}")
+                continue
+            bad_refs = sorted(guards[gname].phases_referenced() - set(names))
+            for ref in bad_refs:
+                problems.append(
+                    f"{W('transitions', i, 'when')} (transition #{i + 1}): unknown phase '{ref}'; expected "
+                    f"{one_of(names)}{suggest(ref, names)}"
+                )
+            if bad_refs:
                 continue
         transitions.append(Transition(t.from_, t.to, gname, i))
 

@@ -34,7 +34,8 @@ METRIC_NAMES = frozenset(REWARD_STEP_METRICS) | frozenset(OUTCOME_RATE_METRICS) 
 
 
 class ReplayConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: TOML is typed, "8" is not a count; no nan/inf weights or rates
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     kind: str = "replay"
     trace: str | None = None
     top_reward: float | None = None  # default: the maximum reward of the preset in force

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from runners.base import (
     OUTCOME_RATE_METRICS,
@@ -75,7 +75,8 @@ _DEFAULT_WEIGHTS = {"perfect": 0.2, "unproven": 0.2, "wrong": 0.2, "hallucinatio
 
 
 class Behaviour(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: TOML is typed, "8" is not a count; no nan/inf weights or rates
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     weights: dict[str, float] = Field(default_factory=lambda: dict(_DEFAULT_WEIGHTS))
     drift: dict[str, float] = Field(default_factory=dict)  # added to a weight per phase step
     group_collapse: float = Field(0.05, ge=0, le=1)
@@ -84,19 +85,29 @@ class Behaviour(BaseModel):
     collapsed_group_collapse: float = Field(0.9, ge=0, le=1)
     nan_prob: float = Field(0.0, ge=0, le=1)  # chance a reward is NaN (to exercise the engine)
 
+    @field_validator("weights", "drift", "collapsed")
+    @classmethod
+    def _bounded(cls, v: dict[str, float]) -> dict[str, float]:
+        # relative weights: a huge one makes their sum overflow to inf and the draw NaN
+        for k, x in v.items():
+            if abs(x) > 1e9:
+                raise ValueError(f"{k} = {x!r} is out of range (|value| <= 1e9)")
+        return v
+
 
 class SimulatedConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: TOML is typed, "8" is not a count; no nan/inf weights or rates
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     kind: str = "simulated"
-    batch_size: int = Field(8, ge=1)
-    group_size: int = Field(4, ge=1)
+    batch_size: int = Field(8, ge=1, le=1_000_000)
+    group_size: int = Field(4, ge=1, le=1_000_000)
     # behaviour per phase name (falls back to the preset's name, then "default")
     behaviour: dict[str, Behaviour] = Field(default_factory=dict)
     sft_loss_start: float = 4.0
     sft_loss_floor: float = 0.6
     sft_loss_tau: float = 80.0
-    eval_items: int = Field(100, ge=1)
-    step_seconds: float = Field(0.0, ge=0)  # wall time each step takes (to rehearse timing and kills)
+    eval_items: int = Field(100, ge=1, le=10_000_000)
+    step_seconds: float = Field(0.0, ge=0, le=3600)  # wall time each step takes (to rehearse timing and kills)
 
 
 def _config_errors(err: ValidationError, prefix: str) -> list[tuple[str, str]]:
