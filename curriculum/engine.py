@@ -593,6 +593,8 @@ class Engine:
             transitions=len(st.transitions),
             nonfinite_steps=st.nonfinite_steps,
         )
+        # The trained model as the run left it (and the engine state, marked finished).
+        self._checkpoint(periodic=False, name="final")
         save_state(self.run_dir, st)
 
     # ------------------------------------------------------------------ checkpoints
@@ -600,10 +602,12 @@ class Engine:
     def history_to_state(self) -> None:
         self.state.history = self.history.to_dict()
 
-    def _checkpoint(self, periodic: bool) -> str:
+    def _checkpoint(self, periodic: bool, name: str | None = None) -> str:
         st = self.state
         root = self.run_dir / CKPT_DIR
-        name = f"step-{st.global_step:07d}" if periodic else f"{st.phase_ordinal:04d}-{st.phase}-start"
+        kind = "final" if name else ("periodic" if periodic else "boundary")
+        if name is None:
+            name = f"step-{st.global_step:07d}" if periodic else f"{st.phase_ordinal:04d}-{st.phase}-start"
         final = root / name
         if final.exists():
             return str(final.relative_to(self.run_dir))
@@ -627,7 +631,7 @@ class Engine:
                 step=st.global_step,
                 phase=st.phase,
                 phase_step=st.phase_step,
-                kind="periodic" if periodic else "boundary",
+                kind=kind,
             )
             st.log_offsets["events"] = self.events.offset()
             self.history_to_state()

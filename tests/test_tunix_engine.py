@@ -1,0 +1,172 @@
+"""Real Tunix SFT and GRPO steps on the tiny Gemma 3 model, driven by the engine through the CLI:
+a guard-decided transition, a penalty change visible in the rewards, a SIGKILL mid-GRPO and a
+resume that reproduces the uninterrupted run (same transitions, steps, metrics and weights)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from curriculum.events import read_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+SPEC = """
+[run]
+name = "tiny-engine"
+seed = 5
+checkpoint_every = 3
+progress = false
+wandb = "disabled"
+
+[runner]
+kind = "tunix"
+
+[model]
+preset = "tiny"
+num_layers = 2
+embed_dim = 64
+hidden_dim = 128
+num_heads = 2
+head_dim = 32
+
+[data]
+num_items = 120
+eval_items = 6
+
+[presets.harsh]
+base = "soft"
+format_mismatch_penalty = -25
+
+[phases.sft]
+kind = "sft"
+max_steps = 4
+train = { batch_size = 4, max_seq_len = 160 }
+eval = { enabled = false }
+
+[phases.soft]
+kind = "grpo"
+preset = "soft"
+max_steps = 10
+train = { batch_size = 1, num_generations = 2, max_new_tokens = 12 }
+eval = { enabled = false }
+
+[phases.harsh]
+kind = "grpo"
+preset = "harsh"
+max_steps = 3
+train = { batch_size = 1, num_generations = 2, max_new_tokens = 12 }
+eval = { num_items = 4, max_new_tokens = 12 }
+
+# decided by a guard on live metrics: two GRPO steps seen in this phase
+[[transitions]]
+from = "soft"
+to = "harsh"
+when = "count(reward_mean, 2) >= 2"
+"""
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("CURRICULUM_CRASH_AT", None)
+    env.update(WANDB_MODE="disabled", **extra)
+    return env
+
+
+def cli(*args: str, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "curriculum.cli", *args], cwd=ROOT, env=env or _env(),
+                          capture_output=True, text=True, timeout=900)
+
+
+def final_weights(rd: Path) -> dict[str, np.ndarray]:
+    import orbax.checkpoint as ocp
+
+    arrays = (rd / "checkpoints" / "final" / "runner" / "arrays").resolve()
+    tree = ocp.StandardCheckpointer().restore(arrays)
+    flat = {}
+
+    def walk(prefix, node):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}/{k}", v)
+        else:
+            flat[prefix] = np.asarray(node)
+
+    walk("", tree["model"])
+    return flat
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tunix-engine")
+    spec = tmp / "tiny.toml"
+    spec.write_text(SPEC)
+    straight = tmp / "straight"
+    p = cli("run", str(spec), "--run-dir", str(straight), "--no-report")
+    assert p.returncode == 0, p.stderr[-3000:]
+    killed = tmp / "killed"
+    # step 7 is the harsh phase's first step: after the harsh boundary checkpoint (step 6)
+    p = cli("run", str(spec), "--run-dir", str(killed), "--no-report", env=_env(CURRICULUM_CRASH_AT="step:7"))
+    assert p.returncode == -signal.SIGKILL, p.stderr[-3000:]
+    r = cli("resume", str(killed), "--no-report")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return straight, killed
+
+
+def _trans(rd):
+    ev, probs = read_jsonl(rd / "events.jsonl")
+    assert not probs
+    return [(e["from_phase"], e["to_phase"], e["step"], e["reason"]) for e in ev if e["event"] == "phase_transition"]
+
+
+def test_guard_transition_and_penalty_change_in_rewards(runs):
+    straight, _ = runs
+    assert _trans(straight) == [
+        ("sft", "soft", 4, "max_steps"),
+        ("soft", "harsh", 6, "soft->harsh"),
+        ("harsh", "end", 9, "max_steps"),
+    ]
+    met, _ = read_jsonl(straight / "metrics.jsonl")
+    sft = [m for m in met if m["phase"] == "sft"]
+    assert len(sft) == 4 and all(np.isfinite(m["metrics"]["loss"]) for m in sft)
+    soft = [m["metrics"] for m in met if m["phase"] == "soft"]
+    harsh = [m["metrics"] for m in met if m["phase"] == "harsh"]
+    assert len(soft) == 2 and len(harsh) == 3
+    # 4 SFT steps leave the model unable to write the format: every completion is a format
+    # mismatch, paid the preset in force: -10 under soft, -25 once the guard moved to harsh
+    assert all(m["reward_max"] == -10.0 for m in soft)
+    assert all(m["reward_max"] == -25.0 for m in harsh)
+    assert all(m["format_error_rate"] == 1.0 for m in soft + harsh)
+    for m in soft + harsh:
+        assert np.isfinite(m["kl"]) and np.isfinite(m["loss"]) and m["completion_length"] > 0
+    ev, _ = read_jsonl(straight / "events.jsonl")
+    fin = [e for e in ev if e["event"] == "phase_finished" and e["phase"] == "harsh"][0]
+    assert fin["eval"]["n_items"] == 4 and fin["eval"]["format_error_rate"] == 1.0
+
+
+def test_kill_and_resume_reproduces_the_run(runs):
+    straight, killed = runs
+    assert _trans(killed) == _trans(straight)
+    a, _ = read_jsonl(straight / "metrics.jsonl")
+    b, _ = read_jsonl(killed / "metrics.jsonl")
+    assert [m["step"] for m in b] == [m["step"] for m in a] == list(range(1, 10))
+    for x, y in zip(a, b):
+        for k, v in x["metrics"].items():
+            if k == "step_time":
+                continue
+            w = y["metrics"][k]
+            assert (v is None and w is None) or v == pytest.approx(w, rel=1e-5, abs=1e-6), (x["step"], k, v, w)
+    wa, wb = final_weights(straight), final_weights(killed)
+    assert wa.keys() == wb.keys() and len(wa) > 5
+    for k in wa:
+        np.testing.assert_allclose(wa[k], wb[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    st = json.loads((killed / "state.json").read_text())
+    assert st["status"] == "finished" and st["global_step"] == 9
