@@ -38,7 +38,25 @@ def _json_safe(_, __, event_dict: dict[str, Any]) -> dict[str, Any]:
     return _clean(event_dict)
 
 
-class EventLog:
+class _AppendOnly:
+    """An append-only log file: its byte offset marks a checkpoint; close() makes it durable."""
+
+    _fh: TextIO
+
+    def offset(self) -> int:
+        self._fh.flush()
+        return self._fh.tell()
+
+    def close(self) -> None:
+        try:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except (OSError, ValueError):
+            pass
+        self._fh.close()
+
+
+class EventLog(_AppendOnly):
     """Writes events to RUN_DIR/events.jsonl and readable lines to the console."""
 
     def __init__(self, run_dir: Path, *, console: bool = True, console_stream: TextIO | None = None):
@@ -81,20 +99,9 @@ class EventLog:
             short = {k: v for k, v in fields.items() if k not in ("evidence", "metrics", "penalties_before", "penalties_after", "eval", "penalties")}
             getattr(self._console, level)(event, **short)
 
-    def offset(self) -> int:
-        self._fh.flush()
-        return self._fh.tell()
-
-    def close(self) -> None:
-        try:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-        except (OSError, ValueError):
-            pass
-        self._fh.close()
 
 
-class MetricsLog:
+class MetricsLog(_AppendOnly):
     """RUN_DIR/metrics.jsonl: one line per training step."""
 
     def __init__(self, run_dir: Path):
@@ -107,17 +114,6 @@ class MetricsLog:
     def flush(self) -> None:
         self._fh.flush()
 
-    def offset(self) -> int:
-        self._fh.flush()
-        return self._fh.tell()
-
-    def close(self) -> None:
-        try:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-        except (OSError, ValueError):
-            pass
-        self._fh.close()
 
 
 def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[str]]:

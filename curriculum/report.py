@@ -93,28 +93,6 @@ _PHASE_COLOURS = {
 }
 _FALLBACK_COLOURS = ("#1f77b4", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#aec7e8", "#98df8a")
 
-# Penalty values of the built-in presets (docs/CONTRACTS.md), used only when the run's events
-# carry no penalty values for a preset named in metrics.jsonl and rewards/ cannot be imported.
-_FALLBACK_PRESET_PENALTIES = {
-    "soft": {
-        "hallucination_penalty": -5.0,
-        "hallucinated_trace_penalty": -10.0,
-        "incorrect_answer_penalty": -5.0,
-        "proof_inconsistency_penalty": -5.0,
-        "missing_trace_penalty": -5.0,
-        "format_mismatch_penalty": -10.0,
-    },
-    "medium": {
-        "hallucination_penalty": -10.0,
-        "hallucinated_trace_penalty": -15.0,
-        "incorrect_answer_penalty": -10.0,
-        "proof_inconsistency_penalty": -10.0,
-        "missing_trace_penalty": -10.0,
-        "format_mismatch_penalty": -10.0,
-    },
-}
-
-
 # --------------------------------------------------------------------------------------------
 # data
 
@@ -368,12 +346,9 @@ def _float_dict(d: Any) -> dict[str, float] | None:
 
 
 def _preset_table() -> dict[str, dict[str, float]]:
-    try:  # rewards/ never imports jax (contract); fall back to the documented values
-        from rewards import PRESETS  # type: ignore
+    from rewards import PRESETS  # pure Python: never imports jax
 
-        return {str(k): dict(v) for k, v in PRESETS.items()}
-    except Exception:
-        return dict(_FALLBACK_PRESET_PENALTIES)
+    return {str(k): dict(v) for k, v in PRESETS.items()}
 
 
 def _penalty_level(penalties: Mapping[str, float] | None) -> float:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Protocol, Sequence
 
+from rewards.metrics import RATE_METRICS
+
 # Metric names every reward-producing step reports (GRPO, replay, simulated).
 REWARD_STEP_METRICS: tuple[str, ...] = (
     "reward_mean",
@@ -36,16 +38,8 @@ REWARD_STEP_METRICS: tuple[str, ...] = (
     "nonfinite_rewards",  # count of NaN/inf rewards in the step (excluded from the stats above)
 )
 
-# Per-component outcome rates reported by rewards/ for each scored batch.
-OUTCOME_RATE_METRICS: tuple[str, ...] = (
-    "safe_rate",
-    "hallucination_rate",
-    "refusal_rate",
-    "consistency_rate",
-    "format_error_rate",
-    "correct_rate",
-    "abstention_accuracy",
-)
+# Per-component outcome rates reported by rewards/ for each scored batch (defined there).
+OUTCOME_RATE_METRICS: tuple[str, ...] = RATE_METRICS
 
 # Extra per-step metrics the Tunix runner reports.
 TRAINER_METRICS: tuple[str, ...] = (
