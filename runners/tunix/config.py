@@ -1,0 +1,351 @@
+"""Configuration models of the Tunix runner (``[model]``, ``[data]``, ``[runner]``, phase ``train``).
+
+Pure pydantic: importing this module never imports jax or Tunix, so spec validation stays cheap.
+Every model forbids unknown keys; :func:`validate_config` and :func:`validate_phase` turn pydantic
+errors into ``(key path, message)`` pairs that name the key and what was expected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+#: Model families with real weights: our preset name -> Tunix model name (see tunix.models.naming).
+FAMILIES: dict[str, str] = {
+    "gemma3-270m": "gemma-3-270m",
+    "gemma3-1b": "gemma-3-1b-it",
+    "gemma3-4b": "gemma-3-4b-it",
+    "qwen3-0.6b": "qwen3-0.6b",
+    "qwen3-1.7b": "qwen3-1.7b",
+    "qwen2.5-0.5b": "qwen2.5-0.5b",
+    "llama3.2-1b": "llama-3.2-1b",
+    "llama3.2-3b": "llama-3.2-3b",
+}
+PRESETS: tuple[str, ...] = ("tiny", *FAMILIES)
+
+#: Chat templates the runner knows (how a system prompt + user turn + assistant turn are laid out).
+CHAT_TEMPLATES: tuple[str, ...] = ("gemma", "chatml", "plain")
+
+#: Default LoRA targets per architecture (regex over module paths, see qwix.LoraProvider).
+LORA_TARGETS: dict[str, str] = {
+    "gemma3": ".*q_einsum|.*kv_einsum|.*qkv_einsum|.*attn_vec_einsum|.*gate_proj|.*up_proj|.*down_proj",
+    "qwen3": ".*q_proj|.*k_proj|.*v_proj|.*o_proj|.*gate_proj|.*up_proj|.*down_proj",
+    "qwen2": ".*q_proj|.*k_proj|.*v_proj|.*o_proj|.*gate_proj|.*up_proj|.*down_proj",
+    "llama3": ".*q_proj|.*k_proj|.*v_proj|.*o_proj|.*gate_proj|.*up_proj|.*down_proj",
+}
+
+_STRICT = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def family_of(preset: str) -> str:
+    """Architecture of a preset: "gemma3" for tiny and gemma3-*, else the Tunix config category."""
+    if preset == "tiny" or preset.startswith("gemma3"):
+        return "gemma3"
+    if preset.startswith("qwen3"):
+        return "qwen3"
+    if preset.startswith("qwen2"):
+        return "qwen2"
+    if preset.startswith("llama3"):
+        return "llama3"
+    return "gemma3"
+
+
+class ModelSection(BaseModel):
+    """The ``[model]`` table."""
+
+    model_config = _STRICT
+
+    preset: str = "tiny"
+    path: str | None = None  # local checkpoint dir (safetensors + config.json) for real weights
+    tokenizer_path: str | None = None  # tokenizer.model file, or an HF tokenizer dir; default: path
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    lora_rank: int | None = Field(default=None, ge=0)  # None: 0 for tiny, 16 for real weights
+    lora_alpha: float | None = Field(default=None, gt=0)  # None: 2 * lora_rank
+    lora_targets: str | None = None  # regex of module paths; default per family
+    init_seed: int | None = None  # tiny: weight init seed (default: the run seed)
+    # Tiny Gemma 3 dimensions (ignored for real weights, which read config.json).
+    num_layers: int = Field(default=4, ge=1, le=64)
+    embed_dim: int = Field(default=128, ge=8)
+    hidden_dim: int = Field(default=512, ge=8)
+    num_heads: int = Field(default=4, ge=1)
+    head_dim: int = Field(default=32, ge=2)
+    num_kv_heads: int = Field(default=1, ge=1)
+    vocab_size: int = Field(default=1000, ge=300, le=65536)
+    sliding_window: int | None = Field(default=None, ge=16)  # None: longer than any sequence
+    init_scale: float = Field(default=0.02, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelSection":
+        if self.preset not in PRESETS:
+            raise ValueError(
+                f"preset: unknown preset {self.preset!r}; expected one of: {', '.join(PRESETS)}"
+            )
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim: must be even (RoPE), got {self.head_dim}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_kv_heads: must divide num_heads ({self.num_heads}), got {self.num_kv_heads}"
+            )
+        return self
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.preset == "tiny"
+
+    @property
+    def effective_lora_rank(self) -> int:
+        if self.lora_rank is not None:
+            return self.lora_rank
+        return 0 if self.is_tiny else 16
+
+    @property
+    def effective_lora_alpha(self) -> float:
+        if self.lora_alpha is not None:
+            return self.lora_alpha
+        return 2.0 * self.effective_lora_rank
+
+    @property
+    def family(self) -> str:
+        return family_of(self.preset)
+
+
+class DataSection(BaseModel):
+    """The ``[data]`` table."""
+
+    model_config = _STRICT
+
+    source: Literal["synthetic", "sharegpt"] = "synthetic"
+    path: str | None = None  # sharegpt: a .json / .jsonl file
+    num_items: int = Field(default=2000, ge=1)  # synthetic: training items generated
+    eval_items: int = Field(default=100, ge=1)  # held-out items (eval set)
+    seed: int | None = None  # default: the run seed
+    system_prompt: str | None = None  # None: "" for tiny, the rewards default instructions otherwise
+    chat_template: Literal["gemma", "chatml", "plain"] | None = None  # None: by model family
+    shuffle: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> "DataSection":
+        if self.source == "sharegpt" and not self.path:
+            raise ValueError("path: required when source = 'sharegpt' (a .json or .jsonl file)")
+        return self
+
+
+class RunnerSection(BaseModel):
+    """The ``[runner]`` table."""
+
+    model_config = _STRICT
+
+    kind: Literal["tunix"] = "tunix"
+    # WANDB_MODE for the process (the engine's tracker logs the metrics; nothing ever needs a key)
+    wandb: Literal["offline", "disabled", "online"] = "offline"
+    log_every: int = Field(default=10, ge=1)  # structlog progress line every N steps
+    eval_batch_size: int = Field(default=32, ge=1)
+    # jax persistent compilation cache: later phases, resumes and later runs reuse compiled steps
+    compilation_cache: bool = True
+    compilation_cache_dir: str | None = None  # default: $XDG_CACHE_HOME/curriculum/jax (~/.cache/...)
+
+
+_SCHEDULES = Literal["constant", "cosine", "linear"]
+
+
+class _TrainBase(BaseModel):
+    model_config = _STRICT
+
+    learning_rate: float = Field(default=3e-3, gt=0, le=1.0)
+    lr_schedule: _SCHEDULES = "cosine"
+    warmup_steps: int = Field(default=0, ge=0)
+    min_lr_ratio: float = Field(default=0.1, ge=0, le=1)  # cosine/linear floor, fraction of peak
+    schedule_steps: int | None = Field(default=None, ge=1)  # default: the phase's max_steps
+    weight_decay: float = Field(default=0.0, ge=0)
+    grad_clip: float | None = Field(default=1.0, gt=0)
+    b1: float = Field(default=0.9, ge=0, lt=1)
+    b2: float = Field(default=0.99, ge=0, lt=1)
+    batch_size: int = Field(default=16, ge=1)
+
+
+class SftTrain(_TrainBase):
+    """``train`` of an sft phase."""
+
+    max_seq_len: int = Field(default=224, ge=16)  # prompt + response tokens (longer: truncated)
+    # pad each batch only to its longest row rounded up to this multiple (rows are grouped by
+    # length); 0 = always pad to max_seq_len.  Each distinct length compiles once.
+    length_bucket: int = Field(default=64, ge=0)
+
+
+class GrpoTrain(_TrainBase):
+    """``train`` of a grpo phase."""
+
+    learning_rate: float = Field(default=1e-4, gt=0, le=1.0)  # 3e-4 erodes the SFT format in 40 steps
+    lr_schedule: _SCHEDULES = "constant"
+    batch_size: int = Field(default=2, ge=1)  # prompts per step (each sampled G times)
+    num_generations: int = Field(default=4, ge=2)
+    num_iterations: int = Field(default=1, ge=1)
+    beta: float = Field(default=0.04, ge=0)
+    epsilon: float = Field(default=0.2, gt=0)
+    kl_reference: Literal["base", "sft", "previous"] = "sft"
+    # per-token KL estimator (loss term and the `kl` metric): "low_var_kl" = Schulman's k3, the
+    # GRPO paper's, never negative; "kl" = log-ratio (Tunix's default, can be negative); "mse_kl"
+    kl_loss_mode: Literal["low_var_kl", "kl", "mse_kl"] = "low_var_kl"
+    max_prompt_length: int = Field(default=128, ge=8)  # raised to the longest prompt if needed
+    max_new_tokens: int = Field(default=112, ge=1)  # DIPG references: up to ~105 tiny tokens
+    temperature: float = Field(default=0.9, gt=0)
+    top_k: int | None = Field(default=None, ge=1)
+    top_p: float | None = Field(default=1.0, gt=0, le=1)
+
+
+class EvalOnlyTrain(BaseModel):
+    """``train`` of an eval phase: nothing to set."""
+
+    model_config = _STRICT
+
+
+PHASE_MODELS: dict[str, type[BaseModel]] = {"sft": SftTrain, "grpo": GrpoTrain, "eval": EvalOnlyTrain}
+
+
+class EvalSettings(BaseModel):
+    """The runner's reading of ``PhaseSetup.eval`` (unknown keys are ignored: they are the engine's)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    enabled: bool = True
+    num_items: int | None = Field(default=None, ge=1)  # default: the whole eval set
+    max_new_tokens: int = Field(default=128, ge=1)
+    samples: int = Field(default=1, ge=1)
+    greedy: bool = True
+    temperature: float = Field(default=0.7, gt=0)
+    penalties: dict[str, float] | None = None  # the engine's evaluation preset values
+
+
+def _format_errors(err: ValidationError, prefix: str) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for e in err.errors():
+        loc = [str(p) for p in e.get("loc", ())]
+        msg = e.get("msg", "invalid value")
+        if e.get("type") == "extra_forbidden":
+            msg = "unknown key"
+        elif e.get("type") == "value_error" and msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+            # messages from model validators start with "key: ..."
+            if not loc and ":" in msg:
+                key, _, rest = msg.partition(":")
+                if key.isidentifier():
+                    loc, msg = [key], rest.strip()
+        elif "input" in e and e.get("type") not in ("missing",):
+            msg = f"{msg} (got {e['input']!r})"
+        path = ".".join([prefix, *loc]) if loc else prefix
+        out.append((path, msg))
+    return out
+
+
+def _unknown_key_hint(section: type[BaseModel], errors: list[tuple[str, str]], prefix: str):
+    allowed = ", ".join(sorted(section.model_fields))
+    return [
+        (p, f"unknown key (expected one of: {allowed})") if m == "unknown key" else (p, m)
+        for p, m in errors
+    ]
+
+
+def parse_model(model: dict[str, Any]) -> ModelSection:
+    return ModelSection.model_validate(dict(model or {}))
+
+
+def parse_data(data: dict[str, Any]) -> DataSection:
+    return DataSection.model_validate(dict(data or {}))
+
+
+def parse_runner(runner: dict[str, Any]) -> RunnerSection:
+    return RunnerSection.model_validate(dict(runner or {}))
+
+
+def parse_phase(kind: str, train: dict[str, Any]) -> BaseModel:
+    if kind not in PHASE_MODELS:
+        raise ValueError(f"unknown phase kind {kind!r}; expected one of: {', '.join(PHASE_MODELS)}")
+    return PHASE_MODELS[kind].model_validate(dict(train or {}))
+
+
+def check_model_paths(m: ModelSection) -> list[tuple[str, str]]:
+    """Filesystem checks for real weights (cheap: no jax, no reading of weights)."""
+    errs: list[tuple[str, str]] = []
+    if m.is_tiny:
+        if m.path:
+            errs.append(("model.path", "preset 'tiny' is randomly initialised; remove path or pick a family preset"))
+        if m.effective_lora_rank > 0:
+            errs.append(
+                (
+                    "model.lora_rank",
+                    "preset 'tiny' must be fully fine-tuned (lora_rank = 0): LoRA on random weights barely learns",
+                )
+            )
+        return errs
+    if not m.path:
+        errs.append(("model.path", f"required for preset {m.preset!r}: a local checkpoint directory"))
+        return errs
+    p = Path(m.path).expanduser()
+    if not p.exists():
+        errs.append(("model.path", f"checkpoint directory does not exist: {p}"))
+        return errs
+    if not p.is_dir():
+        errs.append(("model.path", f"not a directory: {p}"))
+        return errs
+    if not any(p.glob("*.safetensors")):
+        errs.append(("model.path", f"no *.safetensors files in {p}"))
+    tok = Path(m.tokenizer_path).expanduser() if m.tokenizer_path else p
+    if not tok.exists():
+        errs.append(("model.tokenizer_path", f"tokenizer path does not exist: {tok}"))
+    elif tok.is_dir() and not (
+        (tok / "tokenizer.model").exists() or (tok / "tokenizer.json").exists()
+    ):
+        key = "model.tokenizer_path" if m.tokenizer_path else "model.path"
+        errs.append((key, f"no tokenizer.model or tokenizer.json in {tok}"))
+    return errs
+
+
+def validate_config(
+    model: dict[str, Any], data: dict[str, Any], runner: dict[str, Any]
+) -> list[tuple[str, str]]:
+    """All problems of the three tables, as (key path, message); empty when valid."""
+    errs: list[tuple[str, str]] = []
+    parsed_model: ModelSection | None = None
+    for prefix, section, value in (
+        ("model", ModelSection, model),
+        ("data", DataSection, data),
+        ("runner", RunnerSection, runner),
+    ):
+        try:
+            obj = section.model_validate(dict(value or {}))
+        except ValidationError as exc:
+            errs += _unknown_key_hint(section, _format_errors(exc, prefix), prefix)
+            continue
+        if prefix == "model":
+            parsed_model = obj  # type: ignore[assignment]
+        if prefix == "data" and obj.source == "sharegpt" and obj.path:  # type: ignore[attr-defined]
+            if not Path(obj.path).expanduser().exists():  # type: ignore[attr-defined]
+                errs.append(("data.path", f"file does not exist: {obj.path}"))  # type: ignore[attr-defined]
+    if parsed_model is not None:
+        errs += check_model_paths(parsed_model)
+    return errs
+
+
+def validate_phase(kind: str, train: dict[str, Any]) -> list[tuple[str, str]]:
+    """Problems of one phase's ``train`` table, as ("train.<key>", message)."""
+    if kind not in PHASE_MODELS:
+        return [("kind", f"unknown phase kind {kind!r}; expected one of: {', '.join(PHASE_MODELS)}")]
+    section = PHASE_MODELS[kind]
+    try:
+        section.model_validate(dict(train or {}))
+    except ValidationError as exc:
+        return _unknown_key_hint(section, _format_errors(exc, "train"), "train")
+    return []
+
+
+def _metric_names() -> frozenset[str]:
+    from runners.base import OUTCOME_RATE_METRICS, REWARD_STEP_METRICS, TRAINER_METRICS
+
+    extra = ("step_time", "perplexity", "pg_clipfrac", "reward_errors")
+    return frozenset(REWARD_STEP_METRICS + OUTCOME_RATE_METRICS + TRAINER_METRICS + extra)
+
+
+#: Every per-step metric name the Tunix runner can report (guards may only use these).
+METRIC_NAMES: frozenset[str] = _metric_names()

@@ -1,0 +1,874 @@
+"""TunixRunner: trains a model phase by phase with Google Tunix (PeftTrainer for SFT, GRPOLearner
+over an RLCluster for GRPO), in chunks of steps, streaming one metrics dict per step.
+
+How chunking works
+------------------
+Tunix's ``train()`` loops until its data ends and then closes the trainer / cluster (checkpoint
+manager, metric loggers).  The runner therefore:
+
+* keeps one trainer (SFT) or one RLCluster + GRPOLearner (GRPO) alive for the whole phase;
+* runs one optimiser step per ``train()`` call: SFT gets a one-batch iterable, GRPO gets a
+  persistent :class:`StepIterator` allowed to yield exactly one batch while
+  ``training_config.max_steps`` is raised by one (so Tunix stops cleanly without touching
+  the iterator again);
+* replaces ``RLCluster.close`` by a no-op (:class:`_PhaseCluster`) and never configures Tunix's
+  checkpoint manager or metric backends: no global ``jax.monitoring`` listeners are registered,
+  nothing is closed between chunks.  wandb is the engine's (its tracker logs what train() yields).
+
+The Tunix objects of a phase are built lazily (first ``train()`` or ``save()``), so ``restore``
+may come before or after ``setup_phase``.  Checkpoints are written by
+:mod:`runners.tunix.checkpoint` into the directory the engine gives.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import structlog
+
+from runners.base import (
+    OUTCOME_RATE_METRICS,
+    PhaseSetup,
+    RunContext,
+    reward_step_stats,
+)
+from runners.tunix import config as cfgmod
+from runners.tunix.config import (
+    DataSection,
+    EvalSettings,
+    GrpoTrain,
+    ModelSection,
+    RunnerSection,
+    SftTrain,
+)
+
+log = structlog.get_logger()
+
+EXTRA_METRICS = ("step_time", "perplexity", "pg_clipfrac", "reward_errors")
+
+
+class TunixRunner:
+    """The Tunix training back end (see module docstring)."""
+
+    metric_names: frozenset[str] = cfgmod.METRIC_NAMES
+
+    @classmethod
+    def validate_config(cls, model: dict, data: dict, runner: dict) -> list[tuple[str, str]]:
+        return cfgmod.validate_config(model, data, runner)
+
+    @classmethod
+    def validate_phase(cls, kind: str, train: dict) -> list[tuple[str, str]]:
+        return cfgmod.validate_phase(kind, train)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __init__(self) -> None:
+        self.ctx: RunContext | None = None
+        self.phase: PhaseSetup | None = None
+        self.model = None
+        self.global_step = 0
+        self.phase_step = 0
+        self.rng_counter = 0
+        self._trainer = None  # SFT PeftTrainer
+        self._cluster = None  # GRPO RLCluster
+        self._learner = None
+        self._iterator = None
+        self._hp: Any = None  # parsed train table of the phase
+        self._last_kind: str | None = None
+        self._last_grpo_hp: GrpoTrain | None = None
+        self._snapshots: dict[str, Any] = {}  # "sft" / "previous": trainable-state pure dicts
+        self._pending: dict[str, Any] | None = None  # restored optimizer state etc.
+        self._phase_pending: dict[str, Any] | None = None
+        self._built = False
+        self._eval_sampler = None
+        self._eval_sampler_key = None
+        self._schedule = None
+        self._closed = False
+
+    def open(self, ctx: RunContext) -> None:
+        t0 = time.perf_counter()
+        self.ctx = ctx
+        self.m: ModelSection = cfgmod.parse_model(ctx.model)
+        self.d: DataSection = cfgmod.parse_data(ctx.data)
+        self.r: RunnerSection = cfgmod.parse_runner(ctx.runner)
+        errs = cfgmod.check_model_paths(self.m)
+        if errs:
+            raise ValueError("; ".join(f"{k}: {v}" for k, v in errs))
+        self.run_dir = Path(ctx.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.seed = int(self.d.seed if self.d.seed is not None else ctx.seed)
+        # the rewards' default instructions are ~150 tiny-tokenizer tokens: the tiny model does
+        # without them (the format is taught by SFT); real models get them unless overridden
+        self.system_prompt: str | None = self.d.system_prompt
+        if self.system_prompt is None and self.m.is_tiny:
+            self.system_prompt = ""
+        self._setup_env()
+
+        import jax
+
+        from runners.tunix import data as datamod
+        from runners.tunix import model as modelmod
+        from runners.tunix import text as textmod
+
+        self._jax = jax
+        self.mesh = modelmod.make_mesh()
+        self.template = textmod.TEMPLATES[self.d.chat_template or textmod.default_template(self.m.family)]
+        self.train_items, self.eval_items = datamod.load_items(self.d, self.seed)
+        if not self.train_items:
+            raise ValueError("data: no training items")
+
+        # tokenizer
+        if self.m.is_tiny:
+            texts = []
+            for it in self.train_items:
+                texts.append(datamod.prompt_text(it, self.template, self.system_prompt))
+                texts.append(it.reference)
+            self.tokenizer, self.tokenizer_path = textmod.load_or_train_tiny_tokenizer(
+                self.run_dir, texts, self.m.vocab_size, self.template
+            )
+            vocab = int(self.tokenizer.get_piece_size())
+        else:
+            self.tokenizer_path = Path(self.m.tokenizer_path or self.m.path).expanduser()  # type: ignore[arg-type]
+            self.tokenizer = textmod.load_tokenizer(self.tokenizer_path)
+            vocab = None
+        from tunix.generate import tokenizer_adapter
+
+        self.tok = tokenizer_adapter.TokenizerAdapter(self.tokenizer)
+        self.enc = _PlainEncoder(self.tok)  # text -> ids without special tokens (BOS added by us)
+        self.pad_id = int(self.tok.pad_id())
+        self.eos_id = int(self.tok.eos_id())
+        bos = self.tok.bos_id()
+        self.bos_id = int(bos) if bos is not None and int(bos) >= 0 else None
+        self.end_id = textmod.token_id(self.tokenizer, self.template.assistant_end.strip())
+        self.stop_tokens = [self.eos_id] + ([self.end_id] if self.end_id is not None else [])
+
+        # model
+        self.model = self._build_base_model(vocab)
+        from runners.tunix.model import is_lora, param_count
+
+        self.lora = is_lora(self.model)
+        log.info(
+            "tunix_runner_opened",
+            preset=self.m.preset,
+            params=param_count(self.model),
+            lora=self.lora,
+            vocab=vocab or "pretrained",
+            tokenizer=str(self.tokenizer_path),
+            train_items=len(self.train_items),
+            eval_items=len(self.eval_items),
+            seconds=round(time.perf_counter() - t0, 2),
+        )
+
+    def _setup_env(self) -> None:
+        # wandb: the engine tracks metrics itself (one wandb run per process); the runner only
+        # makes sure nothing in the process ever needs an API key.  An explicit [runner] wandb
+        # wins ("disabled" always; otherwise unless WANDB_MODE is already set); without it,
+        # WANDB_MODE defaults to offline only if nothing set it.
+        if "wandb" in (self.ctx.runner or {}):
+            if self.r.wandb == "disabled":
+                os.environ["WANDB_MODE"] = "disabled"
+            else:
+                os.environ.setdefault("WANDB_MODE", self.r.wandb)
+        os.environ.setdefault("WANDB_SILENT", "true")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        if self.r.compilation_cache:
+            import jax
+
+            base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+            cache = Path(self.r.compilation_cache_dir or os.path.join(base, "curriculum", "jax")).expanduser()
+            try:
+                jax.config.update("jax_compilation_cache_dir", str(cache))
+                jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+                jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+            except Exception as exc:  # pragma: no cover - older jax
+                log.warning("jax_compilation_cache_unavailable", error=str(exc))
+
+    def _build_base_model(self, vocab: int | None):
+        from runners.tunix import model as modelmod
+
+        if self.m.is_tiny:
+            init_seed = int(self.m.init_seed if self.m.init_seed is not None else self.seed)
+            model = modelmod.build_tiny(self.m, int(vocab), init_seed, self.mesh)
+        else:
+            model = modelmod.build_real(self.m, self.mesh)
+        if self.m.effective_lora_rank > 0:
+            model = modelmod.apply_lora(model, self.m, self.mesh)
+        return model
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._drop_phase_objects()
+
+    # ------------------------------------------------------------------ phases
+
+    def _drop_phase_objects(self) -> None:
+        if self._learner is not None:
+            try:
+                self._learner.executor.shutdown(wait=False)
+            except Exception:  # pragma: no cover
+                pass
+        self._trainer = None
+        self._cluster = None
+        self._learner = None
+        self._iterator = None
+        self._built = False
+
+    def _trainable(self):
+        from runners.tunix.model import trainable_filter
+
+        return trainable_filter(self.model)
+
+    def _snapshot(self) -> dict:
+        """A host copy of the trainable weights (LoRA params only with LoRA)."""
+        from runners.tunix.checkpoint import state_pure, to_str_tree
+
+        return to_str_tree(state_pure(self.model, self._trainable()))
+
+    def setup_phase(self, phase: PhaseSetup) -> None:
+        if self.model is None:
+            raise RuntimeError("open() must be called before setup_phase()")
+        kind = phase.kind
+        hp = cfgmod.parse_phase(kind, phase.train)
+        # The SFT reference is the model as the last SFT phase left it.
+        if self._last_kind == "sft" and kind != "sft":
+            self._snapshots["sft"] = self._snapshot()
+        pending = self._pending if self._pending and self._pending.get("phase") == phase.name else None
+        if self._pending and pending is None:
+            log.info("tunix_restore_phase_changed", saved_phase=self._pending.get("phase"), phase=phase.name)
+        self._pending = None
+        self._drop_phase_objects()
+        self.phase = phase
+        self._hp = hp
+        self.phase_step = int(phase.start_phase_step)
+        if pending is None:
+            self.global_step = int(phase.global_step)
+        elif int(phase.global_step) != self.global_step:
+            log.warning(
+                "tunix_global_step_mismatch", engine=int(phase.global_step), checkpoint=self.global_step
+            )
+            self.global_step = int(phase.global_step)
+        if phase.penalties:
+            self._ensure_live().set(dict(phase.penalties), partial=True)
+        if kind == "grpo" and (pending is None or "previous" not in self._snapshots):
+            self._snapshots["previous"] = self._snapshot()  # weights at the phase start
+        self._phase_pending = pending
+        self._built = False  # trainer / cluster are built lazily (first train() or save())
+        self._last_kind = kind
+        log.info(
+            "tunix_phase_ready",
+            phase=phase.name,
+            kind=kind,
+            global_step=self.global_step,
+            phase_step=self.phase_step,
+            resumed=pending is not None,
+        )
+
+    def _ensure_built(self) -> None:
+        """Build the phase's Tunix objects (after setup_phase and, if any, restore)."""
+        if self._built or self.phase is None or self.phase.kind not in ("sft", "grpo"):
+            return
+        t0 = time.perf_counter()
+        pending, self._phase_pending = self._phase_pending, None
+        if self.phase.kind == "sft":
+            self._setup_sft(self._hp, self.phase, pending)
+        else:
+            self._setup_grpo(self._hp, self.phase, pending)
+        self._built = True
+        log.info("tunix_phase_built", phase=self.phase.name, seconds=round(time.perf_counter() - t0, 2))
+
+    def _schedule_fn(self, hp, max_steps: int | None):
+        import optax
+
+        total = int(hp.schedule_steps or max_steps or 1000)
+        peak = float(hp.learning_rate)
+        floor = peak * float(hp.min_lr_ratio)
+        warm = int(min(hp.warmup_steps, max(0, total - 1)))
+        if hp.lr_schedule == "constant":
+            main = optax.constant_schedule(peak)
+        elif hp.lr_schedule == "cosine":
+            main = optax.cosine_decay_schedule(peak, max(1, total - warm), alpha=floor / peak)
+        else:
+            main = optax.linear_schedule(peak, floor, max(1, total - warm))
+        if warm > 0:
+            return optax.join_schedules([optax.linear_schedule(0.0, peak, warm), main], [warm])
+        return main
+
+    def _optimizer(self, hp, max_steps: int | None):
+        import optax
+
+        self._schedule = self._schedule_fn(hp, max_steps)
+        parts = []
+        if hp.grad_clip:
+            parts.append(optax.clip_by_global_norm(float(hp.grad_clip)))
+        parts.append(
+            optax.inject_hyperparams(optax.adamw)(
+                learning_rate=self._schedule, b1=hp.b1, b2=hp.b2, weight_decay=hp.weight_decay
+            )
+        )
+        return optax.chain(*parts)
+
+    # ------------------------------------------------------------------ SFT
+
+    def _setup_sft(self, hp: SftTrain, phase: PhaseSetup, pending) -> None:
+        from tunix.sft import peft_trainer
+        from tunix.sft import utils as sft_utils
+
+        from runners.tunix import data as datamod
+
+        if getattr(self, "_sft_data", None) is None or self._sft_data_key != (hp.max_seq_len,):
+            old = getattr(self, "_sft_data", None)
+            self._sft_data = datamod.SftData(
+                self.train_items,
+                self.enc,
+                self.template,
+                self.system_prompt,
+                hp.max_seq_len,
+                self.seed,
+                self.pad_id,
+                self.bos_id,
+                self.eos_id,
+                self.end_id,
+                shuffle=self.d.shuffle,
+            )
+            self._sft_data_key = (hp.max_seq_len,)
+            if old is not None:  # same rows, new length: keep the position
+                self._sft_data.cursor.load(old.cursor.state())
+            self._apply_cursors()
+            if self._sft_data.truncated:
+                log.warning(
+                    "sft_rows_truncated",
+                    rows=self._sft_data.truncated,
+                    dropped=self._sft_data.dropped,
+                    of=len(self.train_items),
+                    max_seq_len=hp.max_seq_len,
+                )
+        pad = self.pad_id
+
+        def gen_input(x):
+            valid = x.input_tokens != pad
+            return {
+                "input_tokens": x.input_tokens,
+                "input_mask": x.input_mask,  # 1 on assistant tokens only -> loss on the response
+                "positions": sft_utils.build_positions_from_mask(valid),
+                "attention_mask": sft_utils.make_causal_attn_mask(valid),
+            }
+
+        tcfg = peft_trainer.TrainingConfig(
+            eval_every_n_steps=1 << 30,
+            max_steps=None,
+            checkpoint_root_directory=None,
+            metrics_logging_options=None,
+            pbar_description=None,
+        )
+        with self._jax.set_mesh(self.mesh):
+            trainer = peft_trainer.PeftTrainer(self.model, self._optimizer(hp, phase.max_steps), tcfg)
+        trainer.with_gen_model_input_fn(gen_input)
+        trainer.is_managed_externally = True  # no max_steps check, no close() at the end of train()
+        self._trainer = trainer
+        self._opt_steps = 0
+        if pending is not None:
+            self._apply_pending(pending)
+
+    def _sft_step(self) -> dict[str, float]:
+        import numpy as np
+        from tunix.sft import peft_trainer
+
+        hp: SftTrain = self._hp
+        toks, mask = self._sft_data.next_batch(hp.batch_size, hp.length_bucket)
+        ex = peft_trainer.TrainingInput(input_tokens=toks, input_mask=mask)
+        with self._jax.set_mesh(self.mesh):
+            self._trainer.train([ex])
+        buf = self._trainer._prev_buffered_train_metrics  # this step's buffer (Tunix writes it one step late)
+        loss = float(buf.loss)
+        gn = buf.additional_metrics.get("grad_norm", ([math.nan], None))[0]
+        lr = float(self._schedule(self._opt_steps))
+        self._opt_steps += 1
+        return {
+            "loss": loss,
+            "perplexity": float(math.exp(min(loss, 50.0))),
+            "grad_norm": float(np.mean([np.asarray(v) for v in gn])),
+            "learning_rate": lr,
+        }
+
+    # ------------------------------------------------------------------ GRPO
+
+    def _reference_model(self, hp: GrpoTrain):
+        from runners.tunix.checkpoint import load_into
+        from runners.tunix.model import clone_model
+
+        if hp.beta == 0.0:
+            return None
+        if hp.kl_reference == "base":
+            vocab = int(self.tokenizer.get_piece_size()) if self.m.is_tiny else None
+            return self._build_base_model(vocab)
+        snap = self._snapshots.get(hp.kl_reference)
+        if snap is None and hp.kl_reference == "sft":
+            log.warning("kl_reference_sft_missing", detail="no SFT phase before; using the phase-start weights")
+            snap = self._snapshots.get("previous")
+        ref = clone_model(self.model)
+        if snap is not None:
+            load_into(ref, snap, self._trainable())
+        return ref
+
+    def _setup_grpo(self, hp: GrpoTrain, phase: PhaseSetup, pending) -> None:
+        import jax
+        from tunix.rl import rl_cluster as rlc
+        from tunix.rl.grpo import grpo_learner
+        from tunix.rl.rollout import base_rollout
+
+        from runners.tunix import data as datamod
+
+        if getattr(self, "_prompt_data", None) is None:
+            self._prompt_data = datamod.PromptData(self.train_items, self.template, self.system_prompt, self.seed, self.d.shuffle)
+            lens = [len(self.enc.encode(p)) + 1 for p in self._prompt_data.prompts]
+            self._longest_prompt = max(lens)
+            self._apply_cursors()
+        prev = self._last_grpo_hp
+        if prev is not None and (prev.beta != hp.beta or prev.epsilon != hp.epsilon):
+            log.info(
+                "grpo_recompile",
+                reason="beta/epsilon changed at a phase boundary",
+                beta=[prev.beta, hp.beta],
+                epsilon=[prev.epsilon, hp.epsilon],
+                phase=phase.name,
+            )
+        max_prompt = max(hp.max_prompt_length, self._longest_prompt)
+        if max_prompt > hp.max_prompt_length:
+            log.info("grpo_max_prompt_length_raised", configured=hp.max_prompt_length, used=max_prompt)
+        self._grpo_max_prompt = max_prompt
+        rollout = base_rollout.RolloutConfig(
+            max_tokens_to_generate=hp.max_new_tokens,
+            max_prompt_length=max_prompt,
+            kv_cache_size=max_prompt + hp.max_new_tokens + 8,
+            temperature=hp.temperature,
+            top_p=hp.top_p,
+            top_k=hp.top_k,
+            eos_tokens=list(self.stop_tokens),
+            seed=jax.random.PRNGKey(0),
+        )
+        tcfg = rlc.RLTrainingConfig(
+            actor_optimizer=self._optimizer(hp, phase.max_steps),
+            eval_every_n_steps=1 << 30,
+            max_steps=0,
+            checkpoint_root_directory=None,
+            metrics_logging_options=None,
+            pbar_description=None,
+        )
+        ccfg = rlc.ClusterConfig(
+            role_to_mesh={rlc.Role.ACTOR: self.mesh, rlc.Role.REFERENCE: self.mesh, rlc.Role.ROLLOUT: self.mesh},
+            rollout_engine="vanilla",
+            offload_to_cpu=False,
+            training_config=tcfg,
+            rollout_config=rollout,
+        )
+        ref = self._reference_model(hp)
+        with jax.set_mesh(self.mesh):
+            cluster = _PhaseCluster(actor=self.model, reference=ref, tokenizer=self.tokenizer, cluster_config=ccfg)
+        if cluster.actor_trainer.model is not self.model:  # Tunix resharded it: follow the trained copy
+            self.model = cluster.actor_trainer.model
+        self._reward = _RewardProbe(self._make_reward())
+        probe = self._reward
+
+        def on_metrics(buf, probe=probe):  # called by Tunix when a step's RL metrics are logged
+            m = buf.metrics.get("completions/mean_length")
+            if m is not None and m[0]:
+                probe.completion_length = float(sum(float(v) for v in m[0]) / len(m[0]))
+
+        cluster.with_external_metrics_logger(on_metrics)
+        algo = grpo_learner.GRPOConfig(
+            num_generations=hp.num_generations,
+            num_iterations=hp.num_iterations,
+            beta=hp.beta,
+            epsilon=hp.epsilon,
+            kl_loss_mode=hp.kl_loss_mode,
+        )
+        self._learner = grpo_learner.GRPOLearner(cluster, algo, reward_fns=[self._reward])
+        self._cluster = cluster
+        self._iterator = datamod.StepIterator(self._prompt_data, hp.batch_size)
+        self._rollout_cfg = rollout
+        self._opt_steps = 0
+        self._last_grpo_hp = hp
+        if pending is not None:
+            self._apply_pending(pending)
+
+    def _ensure_live(self):
+        from rewards import LivePreset
+
+        if getattr(self, "_live", None) is None:
+            self._live = LivePreset("soft")
+        return self._live
+
+    def _make_reward(self):
+        from rewards import DipgReward
+
+        return DipgReward(self._ensure_live())
+
+    def set_penalties(self, values: Mapping[str, float]) -> None:
+        """New reward values (all 12 keys, or a subset merged over the current ones); the next
+        GRPO step's reward call reads them (no rebuild, no recompile)."""
+        values = {k: float(v) for k, v in dict(values).items()}
+        if not values:
+            return
+        self._ensure_live().set(values, partial=True)
+
+    def _grpo_step(self) -> dict[str, float]:
+        import jax
+        import numpy as np
+
+        hp: GrpoTrain = self._hp
+        cluster, learner = self._cluster, self._learner
+        # fresh sampling key every step (Tunix reuses one key when the seed is unset)
+        self._rollout_cfg.seed = jax.random.fold_in(jax.random.PRNGKey(self.seed), self.rng_counter)
+        self.rng_counter += 1
+        cluster.cluster_config.training_config.max_steps = cluster.actor_trainer.train_steps + 1
+        self._iterator.allowance = 1
+        self._reward.reset()
+        with jax.set_mesh(self.mesh):
+            learner.train(self._iterator)
+        if self._reward.rewards is None:
+            raise RuntimeError("GRPO step produced no rewards (data iterator exhausted?)")
+        out = reward_metrics(
+            self._reward.rewards,
+            self._reward.task_types,
+            self._live.values,
+            hp.num_generations,
+            self._reward.metrics,
+        )
+        out["reward_errors"] = float(self._reward.errors)
+        buf = cluster.actor_trainer._prev_buffered_train_metrics  # this step (Tunix logs it one step late)
+        out["loss"] = float(buf.loss) if buf is not None else math.nan
+
+        def metric(name):
+            if buf is None or name not in buf.additional_metrics:
+                return math.nan
+            return float(np.mean([np.asarray(v) for v in buf.additional_metrics[name][0]]))
+
+        out["grad_norm"] = metric("grad_norm")
+        out["kl"] = metric("kl") if hp.beta != 0.0 else 0.0
+        out["pg_clipfrac"] = metric("pg_clipfrac")
+        out["completion_length"] = float(self._reward.completion_length) if self._reward.completion_length is not None else math.nan
+        out["learning_rate"] = float(self._schedule(self._opt_steps))
+        self._opt_steps += 1
+        return out
+
+    # ------------------------------------------------------------------ train
+
+    def train(self, n_steps: int) -> Iterator[dict[str, float]]:
+        if self.phase is None:
+            raise RuntimeError("setup_phase() must be called before train()")
+        kind = self.phase.kind
+        if kind == "eval":
+            return
+        self._ensure_built()
+        step_fn = self._sft_step if kind == "sft" else self._grpo_step
+        for _ in range(int(n_steps)):
+            t0 = time.perf_counter()
+            metrics = step_fn()
+            metrics["step_time"] = time.perf_counter() - t0
+            self.global_step += 1
+            self.phase_step += 1
+            if self.phase_step % self.r.log_every == 0:
+                log.info(
+                    "tunix_step",
+                    phase=self.phase.name,
+                    step=self.global_step,
+                    phase_step=self.phase_step,
+                    **{k: round(v, 4) for k, v in metrics.items() if k in ("loss", "reward_mean", "kl", "step_time")},
+                )
+            yield metrics
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _sampler(self, max_len: int):
+        from tunix.generate import sampler as samplerlib
+
+        cache = max_len + 8
+        key = (id(self.model), cache)
+        if self._eval_sampler is None or self._eval_sampler_key != key:
+            self._eval_sampler = samplerlib.Sampler(
+                self.model,
+                self.tokenizer,
+                samplerlib.CacheConfig(
+                    cache_size=cache,
+                    num_layers=self.model.config.num_layers,
+                    num_kv_heads=self.model.config.num_kv_heads,
+                    head_dim=self.model.config.head_dim,
+                ),
+            )
+            self._eval_sampler_key = key
+        return self._eval_sampler
+
+    def generate(
+        self,
+        prompts: list[str],
+        max_new_tokens: int,
+        *,
+        temperature: float = 0.0,
+        seed: int = 0,
+        batch_size: int | None = None,
+    ) -> list[str]:
+        """Complete chat-formatted prompts (greedy when temperature == 0), in fixed-size batches."""
+        import jax
+
+        bs = int(batch_size or self.r.eval_batch_size)
+        lens = [len(self.enc.encode(p)) + 1 for p in prompts]
+        max_prompt = 1 << max(4, (max(lens) - 1).bit_length())  # Tunix pads prompts to a power of 2
+        sampler = self._sampler(max_prompt + max_new_tokens)
+        out: list[str] = []
+        for i in range(0, len(prompts), bs):
+            chunk = list(prompts[i : i + bs])
+            n_real = len(chunk)
+            chunk += [chunk[-1]] * (bs - n_real)  # constant batch shape: one compilation
+            kw: dict[str, Any] = {}
+            if temperature > 0:
+                kw = {"temperature": float(temperature), "top_p": 1.0, "seed": jax.random.PRNGKey(seed + i)}
+            with jax.set_mesh(self.mesh):
+                res = sampler(
+                    chunk,
+                    max_generation_steps=max_new_tokens,
+                    max_prompt_length=max_prompt,
+                    eos_tokens=self.stop_tokens,
+                    **kw,
+                )
+            out.extend(res.text[:n_real])
+        return out
+
+    def evaluate(self) -> dict[str, float]:
+        from rewards import aggregate, score
+
+        from runners.tunix import data as datamod
+
+        phase = self.phase
+        raw = dict(phase.eval) if phase is not None and phase.eval else {}
+        ev = EvalSettings.model_validate({k: v for k, v in raw.items() if v is not None})
+        items = self.eval_items[: ev.num_items] if ev.num_items else list(self.eval_items)
+        if not items:
+            return {"n_items": 0.0}
+        # the evaluation preset the engine chose (eval.penalties), else the values in force
+        preset = dict(ev.penalties) if ev.penalties else dict(self._ensure_live().values)
+        t0 = time.perf_counter()
+        prompts = [datamod.prompt_text(it, self.template, self.system_prompt) for it in items]
+        k = int(ev.samples)
+        temperature = 0.0 if (ev.greedy and k == 1) else float(ev.temperature)
+        rep_prompts = [p for p in prompts for _ in range(k)]
+        rep_items = [it for it in items for _ in range(k)]
+        texts = self.generate(rep_prompts, ev.max_new_tokens, temperature=temperature, seed=self.seed + 104729)
+        verdicts = [score(t, it, preset) for t, it in zip(texts, rep_items)]
+        agg = aggregate(verdicts, rep_items)
+        out: dict[str, float] = {}
+        for name, mt in agg.items():
+            out[name] = float(mt.value)
+            out[f"{name}_lo"] = float(mt.lo)
+            out[f"{name}_hi"] = float(mt.hi)
+        out["n_items"] = float(len(items))
+        self.last_eval_texts = texts
+        log.info(
+            "tunix_evaluated",
+            phase=phase.name if phase else None,
+            n_items=len(items),
+            samples=k,
+            seconds=round(time.perf_counter() - t0, 2),
+            format_error_rate=round(out.get("format_error_rate", math.nan), 4),
+            safe_rate=round(out.get("safe_rate", math.nan), 4),
+        )
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _optimizer_obj(self):
+        if self._trainer is not None:
+            return self._trainer.optimizer
+        if self._cluster is not None:
+            return self._cluster.actor_trainer.optimizer
+        return None
+
+    def save(self, ckpt_dir: Path) -> None:
+        from runners.tunix import checkpoint as ck
+
+        t0 = time.perf_counter()
+        self._ensure_built()  # a boundary checkpoint right after setup_phase holds the fresh optimizer
+        arrays: dict[str, Any] = {"model": ck.state_pure(self.model, self._trainable())}
+        opt = self._optimizer_obj()
+        if opt is not None:
+            arrays["opt"] = ck.state_pure(opt)
+        for name, snap in self._snapshots.items():
+            arrays[f"ref_{name}"] = snap
+        phase = self.phase
+        meta = {
+            "global_step": self.global_step,
+            "phase": phase.name if phase else None,
+            "kind": phase.kind if phase else None,
+            "phase_step": self.phase_step,
+            "opt_steps": getattr(self, "_opt_steps", 0),
+            "rng_counter": self.rng_counter,
+            "last_kind": self._last_kind,
+            "lora": self.lora,
+            "preset": self.m.preset,
+            "seed": self.seed,
+            "sft_cursor": self._sft_data.cursor.state() if getattr(self, "_sft_data", None) else None,
+            "grpo_cursor": self._prompt_data.cursor.state() if getattr(self, "_prompt_data", None) else None,
+            "penalties": dict(self._live.values) if getattr(self, "_live", None) is not None else None,
+            "actor_train_steps": self._cluster.actor_trainer.train_steps if self._cluster is not None else None,
+        }
+        ck.save(Path(ckpt_dir), arrays, meta)
+        log.info("tunix_saved", dir=str(ckpt_dir), step=self.global_step, seconds=round(time.perf_counter() - t0, 2))
+
+    def restore(self, ckpt_dir: Path) -> None:
+        from runners.tunix import checkpoint as ck
+
+        if self.model is None:
+            raise RuntimeError("open() must be called before restore()")
+        arrays, meta = ck.load(Path(ckpt_dir))
+        if bool(meta.get("lora")) != bool(self.lora):
+            raise ValueError(
+                f"checkpoint {ckpt_dir} was saved with lora={meta.get('lora')} but model.lora_rank gives lora={self.lora}"
+            )
+        ck.load_into(self.model, arrays["model"], self._trainable())
+        self._eval_sampler = None
+        self._snapshots = {k[len("ref_") :]: v for k, v in arrays.items() if k.startswith("ref_")}
+        self.global_step = int(meta["global_step"])
+        self.rng_counter = int(meta.get("rng_counter", 0))
+        self._last_kind = meta.get("last_kind")
+        if meta.get("penalties"):
+            self.set_penalties(meta["penalties"])
+        pending = {
+            "phase": meta.get("phase"),
+            "opt": arrays.get("opt"),
+            "opt_steps": int(meta.get("opt_steps", 0)),
+            "phase_step": int(meta.get("phase_step", 0)),
+        }
+        # data positions are run-global (they carry across phases): apply them whatever phase comes
+        self._cursors = {"sft": meta.get("sft_cursor"), "grpo": meta.get("grpo_cursor")}
+        self._apply_cursors()
+        if self.phase is None:  # the protocol order: restore, then setup_phase applies `pending`
+            self._pending = pending
+        else:  # setup_phase came first (the engine's resume order): redo its work on these weights
+            ph = self.phase
+            same = pending["phase"] == ph.name
+            if not same:
+                log.info("tunix_restore_phase_changed", saved_phase=pending["phase"], phase=ph.name)
+                if meta.get("last_kind") == "sft" and ph.kind != "sft":
+                    self._snapshots["sft"] = self._snapshot()
+                if ph.kind == "grpo":
+                    self._snapshots["previous"] = self._snapshot()
+            elif ph.kind == "grpo" and "previous" not in self._snapshots:
+                self._snapshots["previous"] = self._snapshot()
+            self._drop_phase_objects()
+            self._phase_pending = pending if same else None
+            self._built = False
+            self._last_kind = ph.kind
+        log.info("tunix_restored", dir=str(ckpt_dir), step=self.global_step, phase=meta.get("phase"))
+
+    def _apply_pending(self, p: dict[str, Any]) -> None:
+        from runners.tunix import checkpoint as ck
+
+        opt = self._optimizer_obj()
+        if p.get("opt") is not None and opt is not None:
+            ck.load_into(opt, p["opt"])
+        self._opt_steps = int(p.get("opt_steps", 0))
+
+    def _apply_cursors(self) -> None:
+        """Move freshly built data streams to the restored positions (once per stream)."""
+        cur = getattr(self, "_cursors", None) or {}
+        if cur.get("sft") and getattr(self, "_sft_data", None) is not None:
+            self._sft_data.cursor.load(cur.pop("sft"))
+        if cur.get("grpo") and getattr(self, "_prompt_data", None) is not None:
+            self._prompt_data.cursor.load(cur.pop("grpo"))
+
+
+def reward_metrics(
+    rewards: list[float],
+    task_types: list[str],
+    values: Mapping[str, float],
+    group_size: int,
+    outcome: Mapping[str, float],
+) -> dict[str, float]:
+    """One GRPO step's reward metrics: :func:`reward_step_stats` (group-major rewards), with
+    ``top_reward_rate`` against ``rewards.max_reward`` of the preset in force *for each item's
+    type*, plus the outcome rates DipgReward computed for the batch."""
+    from rewards import max_reward
+
+    out = reward_step_stats(list(rewards), group_size, top_reward=None)
+    tops = [max_reward(values, t) for t in task_types]
+    finite = [(r, top) for r, top in zip(rewards, tops) if math.isfinite(r)]
+    out["top_reward_rate"] = sum(1 for r, top in finite if r >= top - 1e-9) / len(finite) if finite else math.nan
+    for k in OUTCOME_RATE_METRICS:
+        out[k] = float(outcome.get(k, math.nan))
+    return out
+
+
+class _PlainEncoder:
+    """Encodes text without special tokens: HF tokenizers would add BOS to every piece."""
+
+    def __init__(self, adapter) -> None:
+        self.adapter = adapter
+        self.hf = hasattr(adapter.tokenizer, "convert_tokens_to_ids")
+
+    def encode(self, text: str) -> list[int]:
+        if self.hf:
+            return list(self.adapter.tokenizer.encode(text, add_special_tokens=False))
+        return list(self.adapter.encode(text))
+
+
+class _RewardProbe:
+    """Wraps DipgReward for Tunix and keeps what the last call saw (runs in Tunix's worker thread)."""
+
+    __name__ = "dipg_reward"
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.__name__ = "dipg_reward"
+        self.reset()
+
+    def reset(self) -> None:
+        self.rewards = None
+        self.completions: list[str] = []
+        self.columns: dict[str, list[str]] = {}
+        self.task_types: list[str] = []
+        self.metrics: dict[str, float] = {}
+        self.errors = 0
+        self.completion_length = None
+
+    def __call__(self, prompts=None, completions=None, **kw):
+        before = self.inner.error_count
+        r = self.inner(prompts=prompts, completions=completions, **kw)
+        self.rewards = [float(x) for x in r]
+        self.completions = [str(c) for c in (completions or [])]
+        tt = kw.get("task_type")
+        n = len(r)
+        self.task_types = [str(tt[i]) for i in range(n)] if tt is not None else ["answerable"] * n
+        self.columns = {
+            k: [str(kw[k][i]) for i in range(n)] for k in ("context", "question", "expected_answer") if k in kw
+        }
+        self.metrics = dict(self.inner.last_metrics)
+        self.errors = self.inner.error_count - before
+        return r
+
+
+def _phase_cluster_cls():
+    from tunix.rl import rl_cluster as rlc
+
+    class PhaseCluster(rlc.RLCluster):
+        """An RLCluster whose close() (called by Tunix at the end of every train()) is deferred."""
+
+        def close(self):  # noqa: D401 - Tunix calls this after every chunk
+            return None
+
+        def really_close(self):
+            super().close()
+
+    return PhaseCluster
+
+
+class _LazyCls:
+    def __call__(self, *a, **kw):
+        return _phase_cluster_cls()(*a, **kw)
+
+
+_PhaseCluster = _LazyCls()
