@@ -169,13 +169,15 @@ class Engine:
             runner=dict(self.spec.model.runner),
             reward=self.spec.model.reward.model_dump(),
         )
+        self.events.bind(run=self.spec.model.run.name)
+        self.events.capture_library_logs()
         try:
             self._runner_call("open", self.runner.open, ctx)
         except RunnerError:
+            self.events.release_library_logs()
             self.metrics.close()
             self.events.close()
             raise
-        self.events.bind(run=self.spec.model.run.name)
         self.events.emit(
             "run_started",
             spec=str(self.spec.path) if self.spec.path else None,
@@ -212,6 +214,7 @@ class Engine:
                 self.runner.close()
             finally:
                 self.tracker.finish()
+                self.events.release_library_logs()
                 self.events.close()
         return st
 

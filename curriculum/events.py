@@ -87,6 +87,29 @@ class EventLog(_AppendOnly):
     def bind(self, **kw: Any) -> None:
         self.context.update(kw)
 
+    def capture_library_logs(self) -> None:
+        """Route `structlog.get_logger()` calls made elsewhere (the runners) into events.jsonl.
+
+        Their info lines go to the file only, so they do not tear the progress bars; warnings
+        and errors also reach the console; debug lines are dropped.
+        """
+
+        def forward(_, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+            if method in ("debug", "trace"):
+                raise structlog.DropEvent
+            event = str(event_dict.pop("event", "log"))
+            level = "warning" if method == "warn" else method if method in ("info", "warning", "error") else "error"
+            try:
+                self.emit(event, level=level, console=level != "info", source="runner", **event_dict)
+            except (OSError, ValueError):
+                pass
+            raise structlog.DropEvent
+
+        structlog.configure(processors=[forward], cache_logger_on_first_use=False)
+
+    def release_library_logs(self) -> None:
+        structlog.reset_defaults()
+
     def emit(self, event: str, level: str = "info", console: bool = True, **fields: Any) -> None:
         data = {**self.context, **fields}
         getattr(self._file_log, level)(event, **data)
