@@ -117,7 +117,7 @@ def bare_round(warmup: int, steps: int) -> float:
                                  global_step=0, penalties=dict(PRESETS["soft"]), train=dict(GRPO_TRAIN), eval={}))
         r._ensure_built()
         cluster, learner, it = r._cluster, r._learner, r._iterator
-        r._rollout_cfg.seed = jax.random.PRNGKey(3)
+        r._rollout_cfg.seed = None  # Tunix default: one key for the whole train() call
 
         def run(n: int) -> float:
             cluster.cluster_config.training_config.max_steps = cluster.actor_trainer.train_steps + n

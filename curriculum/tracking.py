@@ -35,7 +35,7 @@ class Tracker:
                 mode=self.mode,
                 config=self.config,
                 reinit="finish_previous",
-                settings=wandb.Settings(console="off", silent=True),
+                settings=wandb.Settings(console="off", silent=True, init_timeout=20),
             )
         except Exception as e:  # noqa: BLE001 - an unavailable service must not stop training
             self._fail(e)
