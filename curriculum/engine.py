@@ -171,13 +171,6 @@ class Engine:
         )
         self.events.bind(run=self.spec.model.run.name)
         self.events.capture_library_logs()
-        try:
-            self._runner_call("open", self.runner.open, ctx)
-        except RunnerError:
-            self.events.release_library_logs()
-            self.metrics.close()
-            self.events.close()
-            raise
         self.events.emit(
             "run_started",
             spec=str(self.spec.path) if self.spec.path else None,
@@ -189,6 +182,13 @@ class Engine:
             step=st.global_step,
             runner=self.spec.runner_kind,
         )
+        try:
+            self._runner_call("open", self.runner.open, ctx)
+        except RunnerError:
+            self.events.release_library_logs()
+            self.metrics.close()
+            self.events.close()
+            raise
         self.tracker.start()
         try:
             if self.resume_from is not None and st.status == "running":

@@ -619,14 +619,14 @@ def _fill_penalty_levels(visits: list[PhaseVisit]) -> None:
 # evaluation intervals
 
 
-def _wilson(p: float, n: float, z: float = 1.959964) -> tuple[float, float]:
+def _wilson(p: float, n: float) -> tuple[float, float]:
+    """Wilson interval of a rate observed on n items (the rewards package's definition)."""
+    from rewards import wilson
+
     if not (_finite(p) and _finite(n)) or n <= 0:
         return math.nan, math.nan
-    p = min(max(p, 0.0), 1.0)
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    n = int(round(n))
+    return wilson(int(round(min(max(p, 0.0), 1.0) * n)), n)
 
 
 def _eval_interval(ev: Mapping[str, Any] | None, name: str) -> Interval | None:

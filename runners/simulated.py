@@ -24,6 +24,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from rewards import wilson
 from runners.base import (
     OUTCOME_RATE_METRICS,
     REWARD_STEP_METRICS,
@@ -143,16 +144,6 @@ def validate_phase(kind: str, train: dict) -> list[tuple[str, str]]:
     return []  # the simulation has no hyperparameters; extra keys are ignored by design
 
 
-def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return math.nan, math.nan
-    p = k / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 class SimulatedRunner:
     metric_names = METRIC_NAMES
 
@@ -205,7 +196,7 @@ class SimulatedRunner:
         abst = sum(1 for o in outcomes if o in ("abstain", "refusal"))
         for name, val in self._rates(outcomes).items():
             denom = abst if name == "abstention_accuracy" else n
-            lo, hi = _wilson(round(val * denom), denom) if math.isfinite(val) else (math.nan, math.nan)
+            lo, hi = wilson(round(val * denom), denom) if math.isfinite(val) else (math.nan, math.nan)
             out[name], out[f"{name}_lo"], out[f"{name}_hi"] = val, lo, hi
         boots = rng.choice(rewards, size=(1000, n), replace=True).mean(axis=1)
         out["reward_mean"] = float(rewards.mean())
