@@ -200,3 +200,18 @@ controller = { type = "pid", metric = "hallucination_rate", target = 0.1, kp = 1
     assert all(1.0 <= s <= 2.0 for s in scales), "lambda stays in [0, lam_max]"
     assert scales[-1] < max(scales), "scale comes back down once the constraint holds"
     assert events(rd, "penalties_changed")
+
+
+def test_custom_python_guards_example(tmp_path, monkeypatch):
+    """examples/custom_guard.toml: guards written in Python, registered by name, used in TOML."""
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    rd = tmp_path / "run"
+    assert run_cli("run", str(EX / "custom_guard.toml"), "--run-dir", str(rd), "--no-progress", "--no-report") == 0
+    tr = events(rd, "phase_transition")
+    assert [(t["from_phase"], t["to_phase"], t["reason"]) for t in tr][:2] == [
+        ("soft", "medium", "steady"),
+        ("medium", "recovery", "hallucinating"),
+    ]
+    # the evidence names the custom function's term and its value
+    assert any("top_reward_share(20)" in k for k in tr[0]["evidence"].get("terms", {}))
+    assert tr[1]["phase_step"] >= 20  # min_dwell respected
