@@ -281,6 +281,13 @@ class Engine:
         except Exception as e:  # noqa: BLE001
             raise self._runner_failed(what, e) from None
 
+    def _emit_failure(self, event: str, **fields: Any) -> None:
+        """Log a failure event; the log itself may be what failed (a full disk), so never raise."""
+        try:
+            self.events.emit(event, level="error", console=False, **fields)
+        except (OSError, ValueError):
+            pass
+
     def _runner_failed(self, what: str, e: BaseException) -> RunnerError:
         """Log a runner failure (event + traceback file) and build the one-paragraph error."""
         import traceback
@@ -291,11 +298,8 @@ class Engine:
             tb_path.write_text("".join(traceback.format_exception(e)), encoding="utf-8")
         except OSError:
             tb_path = None
-        try:
-            self.events.emit("runner_failed", level="error", console=False, during=what, phase=st.phase,
-                             step=st.global_step, error=f"{type(e).__name__}: {e}")
-        except (OSError, ValueError):
-            pass
+        self._emit_failure("runner_failed", during=what, phase=st.phase, step=st.global_step,
+                           error=f"{type(e).__name__}: {e}")
         return RunnerError(
             f"the {self.spec.runner_kind} runner failed during {what} in phase '{st.phase}' after step "
             f"{st.global_step} ({type(e).__name__}: {e})"
@@ -645,11 +649,7 @@ class Engine:
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
             st.last_checkpoint, st.log_offsets = prev_ckpt, prev_offsets
-            try:
-                self.events.emit("checkpoint_failed", level="error", console=False, path=rel,
-                                 step=st.global_step, error=f"{type(e).__name__}: {e}")
-            except (OSError, ValueError):
-                pass
+            self._emit_failure("checkpoint_failed", path=rel, step=st.global_step, error=f"{type(e).__name__}: {e}")
             raise CurriculumError(
                 f"{final}: could not write the checkpoint ({e.strerror or e}); the previous checkpoint "
                 f"{self._previous_checkpoint()} is intact and resumable"
