@@ -161,9 +161,12 @@ def _run(args: argparse.Namespace) -> int:
         spec_text=text,
         meta=meta,
     )
-    print(f"run directory: {run_dir}", file=sys.stderr)
+    primary = eng.cluster.is_primary  # several processes: process 0 speaks for the run
+    if primary:
+        print(f"run directory: {eng.run_dir}", file=sys.stderr)
     eng.run()
-    return _finish(run_dir, args.no_report)
+    _process_line(eng)
+    return _finish(eng.run_dir, args.no_report) if primary else 0
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -189,7 +192,7 @@ def _resume(args: argparse.Namespace) -> int:
             old = load_run_spec(run_dir)
             spec = check_compatible(old, args.spec, args.overrides, {**meta, "_run_dir": str(run_dir)})
         eng = resume_engine(run_dir, runner_override=runner, progress=progress, spec=spec)
-        if spec is not None:
+        if spec is not None and eng.cluster.is_primary:
             # recorded only once the resume is sure to go ahead: a refused resume changes nothing
             from curriculum.state import atomic_write_json
 
@@ -202,9 +205,24 @@ def _resume(args: argparse.Namespace) -> int:
             meta["overrides"] = list(meta.get("overrides") or []) + list(args.overrides)
             atomic_write_json(run_dir / "run.json", meta)
         out = run_dir
-    print(f"resuming {out} at step {eng.state.global_step} in phase {eng.state.phase}", file=sys.stderr)
+    if eng.cluster.is_primary:
+        print(f"resuming {out} at step {eng.state.global_step} in phase {eng.state.phase}", file=sys.stderr)
     eng.run()
-    return _finish(out, args.no_report)
+    _process_line(eng)
+    return _finish(out, args.no_report) if eng.cluster.is_primary else 0
+
+
+def _process_line(eng: Any) -> None:
+    """Several processes: each says where it ended, so every host's log shows they agreed."""
+    if not eng.cluster.multi:
+        return
+    st = eng.state
+    moves = ", ".join(f"{t['from_phase']}->{t['to_phase']}@{t['step']}" for t in st.transitions) or "none"
+    print(
+        f"process {eng.cluster.index}/{eng.cluster.count}: {st.status} ({st.finish_reason}) at step "
+        f"{st.global_step}; transitions: {moves}; penalty scale {st.penalty_scale:g}",
+        file=sys.stderr,
+    )
 
 
 def _meta(run_dir: Path) -> dict[str, Any]:

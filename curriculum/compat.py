@@ -27,6 +27,7 @@ SAFE = (
     "run.checkpoint_every",
     "run.keep_checkpoints",
     "run.progress",
+    "run.distributed",
     "run.wandb",
     "run.chunk_steps",
     "run.description",

@@ -33,11 +33,11 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from curriculum import faults, registry
+from curriculum import distributed, faults, registry
 from curriculum.errors import CurriculumError, RunDirError, RunnerError
 from curriculum.events import EventLog, MetricsLog, truncate_to
 from curriculum.machine import BUDGET, PhaseMachine
@@ -58,6 +58,14 @@ CKPT_DIR = "checkpoints"
 _MUST_BE_FINITE = frozenset({"reward_mean", "reward_max", "reward_min", "loss", "kl", "grad_norm"})
 
 
+@dataclass
+class SharedDecision:
+    """A guard decision received from process 0 (what `_move` needs of a GuardResult)."""
+
+    evidence: dict[str, Any]
+    fired: bool = True
+
+
 class Engine:
     def __init__(
         self,
@@ -69,8 +77,12 @@ class Engine:
         console: bool = True,
         progress: bool | None = None,
         resume_from: Path | None = None,
+        cluster: distributed.Cluster | None = None,
     ):
         self.spec = spec
+        # Several processes: process 0 decides and writes; see curriculum/distributed.py.
+        self.cluster = cluster if cluster is not None else distributed.current()
+        primary = self.cluster.is_primary
         self.run_dir = Path(run_dir)
         self.runner = runner
         self.state = state
@@ -79,15 +91,19 @@ class Engine:
             MetricHistory.from_dict(state.history) if state.history else MetricHistory(spec.window_capacity())
         )
         self.machine = PhaseMachine(spec, initial=state.phase if state.phase != END else None)
-        self.events = EventLog(self.run_dir, console=console)
-        self.metrics = MetricsLog(self.run_dir)
+        self.events = EventLog(self.run_dir, console=console and primary, enabled=primary)
+        self.metrics = MetricsLog(self.run_dir, enabled=primary)
         self.functions = {n: registry.get_guard_function(n) for n in spec.function_names}
         self.progress = spec.model.run.progress if progress is None else progress
-        self.tracker = Tracker(spec.model.run.wandb, self.run_dir, spec.model.run.name, spec.raw, self.events)
+        self.tracker = Tracker(
+            spec.model.run.wandb if primary else "disabled", self.run_dir, spec.model.run.name, spec.raw, self.events
+        )
         self._bar = None
         self._pid_cfg = None
         self._last_logged_scale = state.penalty_scale
         self._nonfinite_logged = 0
+        # the same name on every process: all of them save into one checkpoint directory
+        self._tmp_tag = self.cluster.broadcast(os.getpid())
 
     # ------------------------------------------------------------------ construction
 
@@ -104,14 +120,8 @@ class Engine:
         spec_text: str | None = None,
         meta: dict[str, Any] | None = None,
     ) -> "Engine":
-        run_dir = Path(run_dir)
-        if run_dir.exists() and not run_dir.is_dir():
-            raise RunDirError(f"{run_dir}: the run directory path is an existing file; give a new --run-dir")
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise RunDirError(
-                f"{run_dir}: the run directory already holds files; use `curriculum resume {run_dir}` "
-                "to continue that run, or give a new --run-dir"
-            )
+        cluster = distributed.connect(spec.model.run.distributed)
+        run_dir = Path(cluster.broadcast(str(run_dir)))  # a default name holds process 0's clock
         start = start_phase or spec.start
         if start not in spec.phases:
             from curriculum.errors import one_of, suggest
@@ -119,43 +129,10 @@ class Engine:
             raise CurriculumError(
                 f"--start-phase: unknown phase '{start}'; expected {one_of(spec.phases)}{suggest(start, spec.phases)}"
             )
-        # The run directory appears whole or not at all: it is assembled beside its final place
-        # and renamed into it, so a kill during creation never leaves a half-made run.
-        tmp = run_dir.parent / f".{run_dir.name}.creating-{os.getpid()}"
-        try:
-            run_dir.parent.mkdir(parents=True, exist_ok=True)
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            (tmp / CKPT_DIR).mkdir(parents=True)
-            atomic_write_json(tmp / "spec.resolved.json", spec.raw)
-            if spec_text is not None:
-                (tmp / "spec.source.toml").write_text(spec_text, encoding="utf-8")
-            atomic_write_json(
-                tmp / "run.json",
-                {
-                    "spec_path": str(spec.path.resolve()) if spec.path else None,
-                    "profile": spec.profile,
-                    "overrides": spec.overrides,
-                    "start_phase": start,
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    **(meta or {}),
-                },
-            )
-            state = RunState(spec_digest=spec.digest(), seed=spec.model.run.seed, phase=start)
-            save_state(tmp, state)
-            os.replace(tmp, run_dir)  # also replaces an empty directory the user made
-            fsync_dir(run_dir.parent)
-        except OSError as e:
-            shutil.rmtree(tmp, ignore_errors=True)
-            why = e.strerror or str(e)
-            for parent in run_dir.parents:
-                if parent.exists() and not parent.is_dir():
-                    why = f"{parent} is a file, not a directory"
-                    break
-            raise RunDirError(f"{run_dir}: cannot write the run directory ({why})") from None
+        cluster.agree(lambda: _create_run_dir(spec, run_dir, start, spec_text, meta))
+        state = RunState(spec_digest=spec.digest(), seed=spec.model.run.seed, phase=start)
         runner = runner_override if runner_override is not None else make_runner(spec)
-        eng = cls(spec, run_dir, runner, state, console=console, progress=progress)
-        return eng
+        return cls(spec, run_dir, runner, state, console=console, progress=progress, cluster=cluster)
 
     # ------------------------------------------------------------------ main loop
 
@@ -168,6 +145,8 @@ class Engine:
             data=dict(self.spec.model.data),
             runner=dict(self.spec.model.runner),
             reward=self.spec.model.reward.model_dump(),
+            process_index=self.cluster.index,
+            process_count=self.cluster.count,
         )
         self.events.bind(run=self.spec.model.run.name)
         self.events.capture_library_logs()
@@ -181,6 +160,7 @@ class Engine:
             resumed=self.resume_from is not None,
             step=st.global_step,
             runner=self.spec.runner_kind,
+            processes=self.cluster.count,
         )
         try:
             self._runner_call("open", self.runner.open, ctx)
@@ -293,7 +273,9 @@ class Engine:
         import traceback
 
         st = self.state
-        tb_path = self.run_dir / "runner-error.txt"
+        tb_path = self.run_dir / (
+            f"runner-error.p{self.cluster.index}.txt" if self.cluster.multi else "runner-error.txt"
+        )
         try:
             tb_path.write_text("".join(traceback.format_exception(e)), encoding="utf-8")
         except OSError:
@@ -316,6 +298,8 @@ class Engine:
         clean = {}
         for k, v in metrics.items():
             clean[str(k)] = _as_float(v)
+        if self.cluster.multi:  # every process's shard of the batch, as one global step
+            clean = self.cluster.reduce_metrics(clean)
         self.history.push(clean)
         # NaN can mean "not defined this step" (abstention accuracy with no abstention); the
         # values that must always be finite are the reward statistics and the trainer's numbers.
@@ -356,11 +340,23 @@ class Engine:
             if rm is not None and st.phase_step % 5 == 0:
                 self._bar.set_postfix_str(f"{'reward' if 'reward_mean' in clean else 'loss'}={rm:.3g}", refresh=False)
 
-        # penalty controller
+        decision = None
+        if self.cluster.is_primary:
+            decision = self._decide(clean, check, bool(bad or nonfinite_rewards > 0))
+        if self.cluster.multi:
+            decision = self._share_decision(decision)
+        return decision
+
+    def _decide(self, clean: dict[str, float], check: bool, nonfinite: bool):
+        """The penalty controller and the guards on this step's (global) metrics: process 0 only.
+
+        Returns None, a stop reason, or (guard name, GuardResult) for the first guard that fired.
+        """
+        st = self.state
+        ph = self.spec.phases[st.phase]
         if self._pid_cfg is not None:
             self._update_controller(clean)
-
-        if self.spec.model.run.on_nonfinite == "stop_phase" and (bad or nonfinite_rewards > 0):
+        if self.spec.model.run.on_nonfinite == "stop_phase" and nonfinite:
             return "nonfinite"
         if not check or st.phase_step < ph.min_dwell:
             return None
@@ -383,6 +379,29 @@ class Engine:
             if result.fired and fired is None:
                 fired = (t.guard, result)
         return fired
+
+    def _share_decision(self, decision: Any) -> Any:
+        """Process 0's decision of this step on every process (one broadcast per step)."""
+        from curriculum.state import _clean
+
+        st = self.state
+        msg: dict[str, Any] = {}
+        if self.cluster.is_primary:
+            msg["scale"] = st.penalty_scale
+            if isinstance(decision, tuple):
+                msg["fired"] = decision[0]
+                msg["evidence"] = _clean(dict(decision[1].evidence))
+            elif isinstance(decision, str):
+                msg["stop"] = decision
+        msg = self.cluster.broadcast(msg)
+        if self.cluster.is_primary:
+            return decision
+        if msg["scale"] != st.penalty_scale:
+            st.penalty_scale = float(msg["scale"])
+            self.runner.set_penalties(st.penalties())
+        if "fired" in msg:
+            return msg["fired"], SharedDecision(evidence=msg["evidence"])
+        return msg.get("stop")
 
     def _update_controller(self, metrics: dict[str, float]) -> None:
         from curriculum import controllers
@@ -576,7 +595,7 @@ class Engine:
         st.phase_ordinal += 1
         st.phase_step = 0
         st.pending_phase_start = True
-        save_state(self.run_dir, st)
+        self._save_state()
 
     def history_metric_names(self) -> list[str]:
         return list(self.history.metrics)
@@ -602,9 +621,13 @@ class Engine:
         )
         # The trained model as the run left it (and the engine state, marked finished).
         self._checkpoint(periodic=False, name="final")
-        save_state(self.run_dir, st)
+        self._save_state()
 
     # ------------------------------------------------------------------ checkpoints
+
+    def _save_state(self) -> None:
+        if self.cluster.is_primary:
+            save_state(self.run_dir, self.state)
 
     def history_to_state(self) -> None:
         self.state.history = self.history.to_dict()
@@ -616,20 +639,24 @@ class Engine:
         if name is None:
             name = f"step-{st.global_step:07d}" if periodic else f"{st.phase_ordinal:04d}-{st.phase}-start"
         final = root / name
-        if final.exists():
+        if self.cluster.broadcast(final.exists()):
             return str(final.relative_to(self.run_dir))
-        tmp = root / f".tmp-{name}-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
+        primary = self.cluster.is_primary
+        tmp = root / f".tmp-{name}-{self._tmp_tag}"
+        if primary:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+        self.cluster.barrier("checkpoint-begin")
         self.metrics.flush()
         rel = str(final.relative_to(self.run_dir))
         prev_ckpt, prev_offsets = st.last_checkpoint, st.log_offsets
         st.last_checkpoint = rel
         st.log_offsets = {"events": -1, "metrics": self.metrics.offset()}
         try:
-            self.runner.save(tmp / "runner")
+            self.runner.save(tmp / "runner")  # collective: every process saves its part
             faults.point("checkpoint_runner_saved")
+            self.cluster.barrier("checkpoint-saved")
             # The checkpoint event goes in the log first, so the recorded offset includes it.
             self.events.emit(
                 "checkpoint_saved",
@@ -642,9 +669,11 @@ class Engine:
             )
             st.log_offsets["events"] = self.events.offset()
             self.history_to_state()
-            atomic_write_json(tmp / "engine.json", st.to_dict())
-            os.replace(tmp, final)
-            fsync_dir(root)
+            if primary:
+                atomic_write_json(tmp / "engine.json", st.to_dict())
+                os.replace(tmp, final)
+                fsync_dir(root)
+            self.cluster.barrier("checkpoint-committed")
             faults.point("checkpoint_renamed")
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -654,8 +683,8 @@ class Engine:
                 f"{final}: could not write the checkpoint ({e.strerror or e}); the previous checkpoint "
                 f"{self._previous_checkpoint()} is intact and resumable"
             ) from None
-        save_state(self.run_dir, st)
-        if periodic:
+        self._save_state()
+        if periodic and primary:
             self._prune()
         return rel
 
@@ -723,6 +752,51 @@ def _as_float(v: Any) -> float:
         return math.nan
 
 
+def _create_run_dir(spec: Spec, run_dir: Path, start: str, spec_text: str | None, meta: dict[str, Any] | None) -> None:
+    """Make a new run directory (process 0 only): it appears whole or not at all."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: the run directory path is an existing file; give a new --run-dir")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise RunDirError(
+            f"{run_dir}: the run directory already holds files; use `curriculum resume {run_dir}` "
+            "to continue that run, or give a new --run-dir"
+        )
+    # The run directory appears whole or not at all: it is assembled beside its final place
+    # and renamed into it, so a kill during creation never leaves a half-made run.
+    tmp = run_dir.parent / f".{run_dir.name}.creating-{os.getpid()}"
+    try:
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        (tmp / CKPT_DIR).mkdir(parents=True)
+        atomic_write_json(tmp / "spec.resolved.json", spec.raw)
+        if spec_text is not None:
+            (tmp / "spec.source.toml").write_text(spec_text, encoding="utf-8")
+        atomic_write_json(
+            tmp / "run.json",
+            {
+                "spec_path": str(spec.path.resolve()) if spec.path else None,
+                "profile": spec.profile,
+                "overrides": spec.overrides,
+                "start_phase": start,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                **(meta or {}),
+            },
+        )
+        state = RunState(spec_digest=spec.digest(), seed=spec.model.run.seed, phase=start)
+        save_state(tmp, state)
+        os.replace(tmp, run_dir)  # also replaces an empty directory the user made
+        fsync_dir(run_dir.parent)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        why = e.strerror or str(e)
+        for parent in run_dir.parents:
+            if parent.exists() and not parent.is_dir():
+                why = f"{parent} is a file, not a directory"
+                break
+        raise RunDirError(f"{run_dir}: cannot write the run directory ({why})") from None
+
+
 def make_runner(spec: Spec) -> Any:
     import runners
 
@@ -762,6 +836,22 @@ def resume_engine(
     run_dir = Path(run_dir)
     if spec is None:
         spec = load_run_spec(run_dir)
+    cluster = distributed.connect(spec.model.run.distributed)
+    # process 0 repairs the directory (logs cut back, state reset); every process then reads
+    # the same checkpoint
+    plan = cluster.agree(lambda: _prepare_resume(run_dir, spec))
+    runner = runner_override if runner_override is not None else make_runner(spec)
+    if plan["checkpoint"] is None:
+        # Killed before the first checkpoint: start the run again from scratch, in place.
+        state = RunState(spec_digest=spec.digest(), seed=spec.model.run.seed, phase=plan["start"])
+        return Engine(spec, run_dir, runner, state, console=console, progress=progress, cluster=cluster)
+    ckpt = run_dir / plan["checkpoint"]
+    state = load_state(ckpt / "engine.json")
+    return Engine(spec, run_dir, runner, state, console=console, progress=progress, resume_from=ckpt, cluster=cluster)
+
+
+def _prepare_resume(run_dir: Path, spec: Spec) -> dict[str, Any]:
+    """Make a run directory resumable (process 0 only); name the checkpoint to resume from."""
     try:
         top = load_state(run_dir / "state.json")
     except FileNotFoundError:
@@ -773,21 +863,17 @@ def resume_engine(
     _clean_tmp(run_dir)
     ckpt = _latest_checkpoint(run_dir, top)
     if ckpt is None:
-        # Killed before the first checkpoint: start the run again from scratch, in place.
         start = top.visits[0]["phase"] if top.visits else top.phase
         for name in ("events.jsonl", "metrics.jsonl"):
             truncate_to(run_dir / name, 0, f"resume{len(_orphans(run_dir))}")
-        state = RunState(spec_digest=spec.digest(), seed=spec.model.run.seed, phase=start)
-        save_state(run_dir, state)
-        runner = runner_override if runner_override is not None else make_runner(spec)
-        return Engine(spec, run_dir, runner, state, console=console, progress=progress)
+        save_state(run_dir, RunState(spec_digest=spec.digest(), seed=spec.model.run.seed, phase=start))
+        return {"checkpoint": None, "start": start}
     state = load_state(ckpt / "engine.json")
     tag = f"resume{len(_orphans(run_dir))}"
     truncate_to(run_dir / "events.jsonl", max(0, state.log_offsets.get("events", 0)), tag)
     truncate_to(run_dir / "metrics.jsonl", max(0, state.log_offsets.get("metrics", 0)), tag)
     save_state(run_dir, state)
-    runner = runner_override if runner_override is not None else make_runner(spec)
-    return Engine(spec, run_dir, runner, state, console=console, progress=progress, resume_from=ckpt)
+    return {"checkpoint": str(ckpt.relative_to(run_dir)), "start": state.phase}
 
 
 def branch_engine(
@@ -806,6 +892,16 @@ def branch_engine(
     spec = load_run_spec(run_dir)
     if phase not in spec.phases:
         raise CurriculumError(f"--from-phase: unknown phase '{phase}'; expected {one_of(spec.phases)}{suggest(phase, spec.phases)}")
+    cluster = distributed.connect(spec.model.run.distributed)
+    dest = new_dir / cluster.agree(lambda: _prepare_branch(run_dir, phase, new_dir))
+    state = load_state(dest / "engine.json")
+    state.status = "running"
+    runner = runner_override if runner_override is not None else make_runner(spec)
+    return Engine(spec, new_dir, runner, state, console=console, progress=progress, resume_from=dest, cluster=cluster)
+
+
+def _prepare_branch(run_dir: Path, phase: str, new_dir: Path) -> str:
+    """Copy what a branch starts from into its new directory (process 0 only); the checkpoint."""
     try:
         top = load_state(run_dir / "state.json")
     except (FileNotFoundError, ValueError) as e:
@@ -844,10 +940,8 @@ def branch_engine(
             data = f.read(off)
         (new_dir / name).write_bytes(data)
     state.status = "running"
-    state.visits = [v for v in state.visits]
     save_state(new_dir, state)
-    runner = runner_override if runner_override is not None else make_runner(spec)
-    return Engine(spec, new_dir, runner, state, console=console, progress=progress, resume_from=dest)
+    return str(dest.relative_to(new_dir))
 
 
 def _clean_tmp(run_dir: Path) -> None:

@@ -59,9 +59,17 @@ class _AppendOnly:
 class EventLog(_AppendOnly):
     """Writes events to RUN_DIR/events.jsonl and readable lines to the console."""
 
-    def __init__(self, run_dir: Path, *, console: bool = True, console_stream: TextIO | None = None):
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        console: bool = True,
+        console_stream: TextIO | None = None,
+        enabled: bool = True,
+    ):
+        # enabled=False (a process other than 0 of a multi-process run): events go nowhere
         self.path = Path(run_dir) / "events.jsonl"
-        self._fh = open(self.path, "a", encoding="utf-8")
+        self._fh = open(self.path if enabled else os.devnull, "a", encoding="utf-8")
         self._file_log = structlog.wrap_logger(
             _JsonLinesFile(self._fh),
             processors=[
@@ -127,9 +135,9 @@ class EventLog(_AppendOnly):
 class MetricsLog(_AppendOnly):
     """RUN_DIR/metrics.jsonl: one line per training step."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, *, enabled: bool = True):
         self.path = Path(run_dir) / "metrics.jsonl"
-        self._fh = open(self.path, "a", encoding="utf-8")
+        self._fh = open(self.path if enabled else os.devnull, "a", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
         self._fh.write(json.dumps(_clean(record), allow_nan=False) + "\n")

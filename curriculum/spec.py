@@ -47,6 +47,9 @@ class RunSection(_Strict):
     extra_metrics: list[str] = Field(default_factory=list)
     window: int = Field(0, ge=0)  # minimum metric history kept per phase (guards may need more)
     progress: bool = True
+    # Several processes (a TPU pod): "auto" joins when CURRICULUM_NUM_PROCESSES > 1 is set,
+    # "jax" always joins via jax.distributed's cluster detection, "single" never joins.
+    distributed: Literal["auto", "jax", "single"] = "auto"
     # A step with NaN/inf rewards or trainer numbers is always counted and logged; then "skip"
     # trains on (guard statistics ignore non-finite values), "stop_phase" ends the phase with
     # reason "nonfinite", and "penalty" is "skip" for the engine: the reward function itself

@@ -61,6 +61,11 @@ class RunContext:
     data: dict[str, Any] = field(default_factory=dict)  # the spec's [data] table, resolved
     runner: dict[str, Any] = field(default_factory=dict)  # the spec's [runner] table, resolved
     reward: dict[str, Any] = field(default_factory=dict)  # the spec's [reward] table, resolved
+    # Several processes train one run (a TPU pod): each runner trains its shard of the batch and
+    # reports its own metrics (the engine reduces them); files outside ``save`` are written by
+    # process 0 only.  ``save``/``restore`` are called on every process with the same directory.
+    process_index: int = 0
+    process_count: int = 1
 
 
 @dataclass

@@ -154,11 +154,23 @@ class SimulatedRunner:
         self.phase: PhaseSetup | None = None
         self.phase_step = 0
         self.penalties: dict[str, float] = {}
+        self.shard = (0, 1)  # (process index, process count)
+
+    def _rng(self, stream: int) -> np.random.Generator:
+        # each process of a multi-process run simulates its own shard of the batch
+        i, n = self.shard
+        key = [self.seed, self.global_step, stream] if n == 1 else [self.seed, self.global_step, stream, 7919, i]
+        return np.random.default_rng(key)
+
+    def _state_file(self, ckpt_dir: Path) -> Path:
+        i, n = self.shard
+        return Path(ckpt_dir) / ("simulated.json" if n == 1 else f"simulated.p{i}.json")
 
     # -- protocol
     def open(self, ctx: RunContext) -> None:
         self.cfg = SimulatedConfig.model_validate(ctx.runner or {})
         self.seed = int(ctx.seed)
+        self.shard = (int(ctx.process_index), int(ctx.process_count))
 
     def setup_phase(self, phase: PhaseSetup) -> None:
         self.phase = phase
@@ -174,7 +186,7 @@ class SimulatedRunner:
         for _ in range(n_steps):
             self.global_step += 1
             self.phase_step += 1
-            rng = np.random.default_rng([self.seed, self.global_step, 1])
+            rng = self._rng(1)
             if self.cfg.step_seconds:
                 time.sleep(self.cfg.step_seconds)
             if self.phase.kind == "sft":
@@ -186,7 +198,7 @@ class SimulatedRunner:
 
     def evaluate(self) -> dict[str, float]:
         assert self.phase is not None
-        rng = np.random.default_rng([self.seed, self.global_step, 2])
+        rng = self._rng(2)
         n = self.cfg.eval_items
         beh = self._behaviour()
         outcomes = self._draw(rng, beh, n, group=1)
@@ -207,12 +219,12 @@ class SimulatedRunner:
     def save(self, ckpt_dir: Path) -> None:
         ckpt_dir = Path(ckpt_dir)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        (ckpt_dir / "simulated.json").write_text(
+        self._state_file(ckpt_dir).write_text(
             json.dumps({"global_step": self.global_step, "phase_step": self.phase_step, "seed": self.seed})
         )
 
     def restore(self, ckpt_dir: Path) -> None:
-        d = json.loads((Path(ckpt_dir) / "simulated.json").read_text())
+        d = json.loads(self._state_file(ckpt_dir).read_text())
         self.global_step = int(d["global_step"])
         self.phase_step = int(d["phase_step"])
 

@@ -29,9 +29,15 @@ FORMAT_VERSION = 1
 
 
 def to_str_tree(tree: Any) -> Any:
-    """A pure-dict pytree with every key a string (orbax-friendly); leaves become host numpy."""
+    """A pure-dict pytree with every key a string (orbax-friendly).
+
+    Leaves become host numpy, except arrays spread over several processes (a pod), which stay
+    global jax.Arrays: orbax saves those collectively, each process writing its own shards.
+    """
     if isinstance(tree, dict):
         return {str(k): to_str_tree(v) for k, v in tree.items()}
+    if isinstance(tree, jax.Array) and not tree.is_fully_addressable:
+        return tree
     return np.asarray(jax.device_get(tree))
 
 
@@ -95,7 +101,7 @@ def save(ckpt_dir: Path, arrays: dict[str, Any], meta: dict[str, Any]) -> None:
     ckpt_dir = Path(ckpt_dir).resolve()
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     marker = ckpt_dir / META_FILE
-    if marker.exists():  # overwriting: un-commit first
+    if marker.exists() and jax.process_index() == 0:  # overwriting: un-commit first
         marker.unlink()
     tree = {k: to_str_tree(v) for k, v in arrays.items() if v is not None and _count_leaves(v) > 0}
     ckptr = ocp.StandardCheckpointer()
@@ -105,7 +111,8 @@ def save(ckpt_dir: Path, arrays: dict[str, Any], meta: dict[str, Any]) -> None:
     finally:
         ckptr.close()
     meta = dict(meta, format_version=FORMAT_VERSION, arrays=sorted(tree))
-    write_json_atomic(marker, meta)
+    if jax.process_index() == 0:  # orbax's save returned on every process: the arrays are complete
+        write_json_atomic(marker, meta)
 
 
 def load(ckpt_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
