@@ -186,22 +186,30 @@ def _resume(args: argparse.Namespace) -> int:
         if args.new_dir:
             raise CurriculumError("--run-dir is only for branching with --from-phase; plain resume continues in place")
         spec = None
+        masked: list[str] = []
         if args.spec or args.overrides:
-            from curriculum.compat import check_compatible
+            from curriculum.compat import check_compatible, masked_overrides
 
             old = load_run_spec(run_dir)
             spec = check_compatible(old, args.spec, args.overrides, {**meta, "_run_dir": str(run_dir)})
+            if args.spec:
+                masked = masked_overrides(args.spec, args.overrides, {**meta, "_run_dir": str(run_dir)})
         eng = resume_engine(run_dir, runner_override=runner, progress=progress, spec=spec)
         if spec is not None and eng.cluster.is_primary:
             # recorded only once the resume is sure to go ahead: a refused resume changes nothing
             from curriculum.state import atomic_write_json
 
             atomic_write_json(run_dir / "spec.resolved.json", spec.raw)
+            for line in masked:
+                print(f"warning: {line}", file=sys.stderr)
             meta["resumed_with_changes"] = (meta.get("resumed_with_changes") or []) + [
-                {"spec": args.spec, "overrides": args.overrides, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                {"spec": args.spec, "overrides": args.overrides, "masked": masked,
+                 "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             ]
             if args.spec:
                 meta["spec_path"] = str(Path(args.spec).resolve())
+                # the source this run now follows (what the next --spec is compared with)
+                (run_dir / "spec.source.toml").write_text(Path(args.spec).read_text(encoding="utf-8"), encoding="utf-8")
             meta["overrides"] = list(meta.get("overrides") or []) + list(args.overrides)
             atomic_write_json(run_dir / "run.json", meta)
         out = run_dir

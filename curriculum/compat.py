@@ -119,6 +119,39 @@ def check_compatible(old: Spec, new_path: str | None, overrides: list[str], meta
     return new
 
 
+def masked_overrides(new_path: str, overrides: list[str], meta: dict[str, Any]) -> list[str]:
+    """Edits in ``new_path`` that the run's earlier ``--set`` overrides still mask.
+
+    The overrides a run was started (or resumed) with are re-applied over a changed spec, so an
+    edit of the same key in the file has no effect; each such key is named with the way to
+    change it.  Compares the file with the spec source the run last used (spec.source.toml).
+    """
+    import tomllib
+
+    earlier = list(meta.get("overrides") or [])
+    run_dir = meta.get("_run_dir")
+    if not earlier or not run_dir:
+        return []
+    now = {o.split("=", 1)[0].strip() for o in overrides}
+    try:
+        source = (Path(run_dir) / "spec.source.toml").read_text(encoding="utf-8")
+        before = load_spec(new_path, profile=meta.get("profile"), raw=tomllib.loads(source), text=source)
+        after = load_spec(new_path, profile=meta.get("profile"))
+    except (OSError, ValueError, SpecError):
+        return []
+    fb, fa = flatten(before.raw), flatten(after.raw)
+    out = []
+    for o in earlier:
+        key = o.split("=", 1)[0].strip()
+        if key in now or fa.get(key) == fb.get(key):
+            continue
+        out.append(
+            f"{key}: {new_path} changes it from {fb.get(key)!r} to {fa.get(key)!r}, but the run's earlier "
+            f"--set {o} still applies over the file; add --set {key}=VALUE to this resume to change it"
+        )
+    return out
+
+
 def _visited(old: Spec, meta: dict[str, Any]) -> tuple[Path | None, set[str]]:
     from curriculum.state import load_state
 

@@ -144,6 +144,34 @@ def test_safe_spec_changes_for_later_phases_are_accepted_and_take_effect(tmp_pat
     assert json.loads((rd / "spec.resolved.json").read_text())["guards"]["strong"]["patience"] == 8
 
 
+RECOVERY_100 = TEXT.replace('preset = "soft"\nmax_steps = 300\ndescription = "block 3', 'preset = "soft"\nmax_steps = 100\ndescription = "block 3')
+
+
+def test_an_edit_masked_by_an_earlier_set_is_named_with_the_way_out(tmp_path, monkeypatch, capsys):
+    """The run's --set phases.recovery.max_steps=60 is re-applied over a changed spec: editing
+    that key in the file has no effect, and the resume says so (once, naming the key)."""
+    assert RECOVERY_100 != TEXT
+    rd = stopped_run(tmp_path, monkeypatch, capsys)
+    assert main(["resume", str(rd), "--spec", str(write(tmp_path, RECOVERY_100)), *QUIET]) == 0
+    err = capsys.readouterr().err
+    warnings = [x for x in err.splitlines() if x.startswith("warning: ")]
+    assert len(warnings) == 1, err
+    assert "phases.recovery.max_steps: " in warnings[0] and "from 300 to 100" in warnings[0]
+    assert "--set phases.recovery.max_steps=60 still applies" in warnings[0]
+    assert {f["phase"]: f["steps"] for f in events(rd, "phase_finished")}["recovery"] == 60
+    meta = json.loads((rd / "run.json").read_text())
+    assert meta["resumed_with_changes"][0]["masked"] == [warnings[0][len("warning: "):]]
+    assert (rd / "spec.source.toml").read_text() == RECOVERY_100  # what the next --spec is compared with
+
+
+def test_an_edit_with_its_own_set_is_not_masked(tmp_path, monkeypatch, capsys):
+    rd = stopped_run(tmp_path, monkeypatch, capsys)
+    args = ["resume", str(rd), "--spec", str(write(tmp_path, RECOVERY_100)), "--set", "phases.recovery.max_steps=100"]
+    assert main([*args, *QUIET]) == 0
+    assert "warning: " not in capsys.readouterr().err
+    assert {f["phase"]: f["steps"] for f in events(rd, "phase_finished")}["recovery"] == 100
+
+
 def test_changing_the_current_guard_type_resumes_cleanly(tmp_path, monkeypatch, capsys):
     """A guard definition is a safe change, even its type: the stored guard state must not
     crash the new guard (it starts afresh)."""
