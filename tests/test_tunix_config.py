@@ -59,6 +59,20 @@ def test_missing_model_path(tmp_path):
     assert any("tokenizer.model" in m for _, m in errs)
 
 
+def test_config_json_must_match_the_family(tmp_path):
+    d = tmp_path / "ck"
+    d.mkdir()
+    (d / "model.safetensors").write_bytes(b"")
+    (d / "tokenizer.json").write_text("{}")
+    (d / "config.json").write_text('{"model_type": "qwen3"}')
+    assert cfg.validate_config({"preset": "qwen3-0.6b", "path": str(d)}, {}, {}) == []
+    errs = cfg.validate_config({"preset": "llama3.2-1b", "path": str(d)}, {}, {})
+    assert keys(errs) == ["model.path"] and "model_type 'qwen3'" in errs[0][1] and "'llama'" in errs[0][1]
+    (d / "config.json").write_text("{not json")
+    errs = cfg.validate_config({"preset": "qwen3-0.6b", "path": str(d)}, {}, {})
+    assert keys(errs) == ["model.path"] and "not readable JSON" in errs[0][1]
+
+
 def test_phase_validation_messages():
     errs = cfg.validate_phase("grpo", {"beta": -1, "num_generations": 1, "kl_reference": "sft2", "lr": 1})
     d = dict(errs)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_tunix_support import RUNNER, TINY_DATA, TINY_MODEL, assert_same, sft_phase, weights
+from test_tunix_support import TINY_MODEL, assert_same, params, real_context, sft_phase, weights
 
 pytestmark = pytest.mark.slow
 
@@ -37,25 +37,11 @@ def hf_checkpoint(tmp_path_factory):
     mesh = modelmod.make_mesh()
     model = modelmod.build_tiny(m, sp.get_piece_size(), seed=11, mesh=mesh, max_len=512)
     modelmod.save_gemma3_safetensors(model, d)
-    ref = {}
-    import jax
-    from flax import nnx
-
-    flat = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(nnx.state(model, nnx.Param)))[0]
-    ref = {jax.tree_util.keystr(p): np.array(v) for p, v in flat}
-    return d, ref
+    return d, params(model)
 
 
 def _ctx(tmp_path, path, **model):
-    from runners.base import RunContext
-
-    return RunContext(
-        run_dir=tmp_path / "run",
-        seed=0,
-        model={"preset": "gemma3-1b", "path": str(path), "dtype": "float32", **model},
-        data=dict(TINY_DATA),
-        runner=dict(RUNNER),
-    )
+    return real_context(tmp_path, "gemma3-1b", path, **model)
 
 
 def test_full_weights_load_bit_exact_and_train(tmp_path, hf_checkpoint):

@@ -32,6 +32,11 @@ def context(run_dir: Path, model: dict | None = None, data: dict | None = None, 
     )
 
 
+def real_context(tmp_path: Path, preset: str, path, **model):
+    """A RunContext for real weights: ``preset`` loaded from the checkpoint directory ``path``."""
+    return context(tmp_path / "run", {"preset": preset, "path": str(path), "dtype": "float32", **model})
+
+
 def sft_phase(global_step: int = 0, start: int = 0, max_steps: int = 4):
     from rewards import PRESETS
 
@@ -71,13 +76,18 @@ def grpo_phase(name: str = "soft", global_step: int = 0, start: int = 0, preset:
     )
 
 
-def weights(runner) -> dict[str, np.ndarray]:
-    """Host copy of every parameter of the runner's model, keyed by path."""
+def params(model) -> dict[str, np.ndarray]:
+    """Host copy of every parameter of a model, keyed by path."""
     import jax
     from flax import nnx
 
-    flat = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(nnx.state(runner.model, nnx.Param)))[0]
+    flat = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(nnx.state(model, nnx.Param)))[0]
     return {jax.tree_util.keystr(p): np.array(jax.device_get(v)) for p, v in flat}
+
+
+def weights(runner) -> dict[str, np.ndarray]:
+    """Host copy of every parameter of the runner's model, keyed by path."""
+    return params(runner.model)
 
 
 def assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:

@@ -7,6 +7,7 @@ errors into ``(key path, message)`` pairs that name the key and what was expecte
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -265,6 +266,32 @@ def parse_phase(kind: str, train: dict[str, Any]) -> BaseModel:
     return PHASE_MODELS[kind].model_validate(dict(train or {}))
 
 
+#: ``model_type`` values of a Hugging Face config.json that each family loads.
+HF_MODEL_TYPES: dict[str, tuple[str, ...]] = {
+    "gemma3": ("gemma3", "gemma3_text"),
+    "qwen3": ("qwen3",),
+    "qwen2": ("qwen2",),
+    "llama3": ("llama",),
+}
+
+
+def _check_config_json(m: ModelSection, p: Path) -> list[tuple[str, str]]:
+    """config.json must parse and, when it names a model_type, be one the preset's family loads."""
+    f = p / "config.json"
+    if not f.is_file():
+        return []
+    try:
+        raw = json.loads(f.read_text())
+    except (OSError, ValueError) as exc:
+        return [("model.path", f"{f} is not readable JSON: {exc}")]
+    mt = raw.get("model_type") if isinstance(raw, dict) else None
+    ok = HF_MODEL_TYPES.get(m.family, ())
+    if mt is not None and mt not in ok:
+        want = " or ".join(repr(t) for t in ok)
+        return [("model.path", f"{f} has model_type {mt!r}; preset {m.preset!r} loads model_type {want}")]
+    return []
+
+
 def check_model_paths(m: ModelSection) -> list[tuple[str, str]]:
     """Filesystem checks for real weights (cheap: no jax, no reading of weights)."""
     errs: list[tuple[str, str]] = []
@@ -291,6 +318,7 @@ def check_model_paths(m: ModelSection) -> list[tuple[str, str]]:
         return errs
     if not any(p.glob("*.safetensors")):
         errs.append(("model.path", f"no *.safetensors files in {p}"))
+    errs += _check_config_json(m, p)
     tok = Path(m.tokenizer_path).expanduser() if m.tokenizer_path else p
     if not tok.exists():
         errs.append(("model.tokenizer_path", f"tokenizer path does not exist: {tok}"))

@@ -94,7 +94,7 @@ class SftData:
         end_id: int | None,
         shuffle: bool = True,
     ) -> None:
-        rows, masks = [], []
+        rows, masks, lengths = [], [], []
         self.truncated = 0
         self.dropped = 0
         for it in items:
@@ -114,13 +114,16 @@ class SftData:
                     continue
             rows.append(toks + [pad_id] * (max_len - len(toks)))
             masks.append(mask + [0] * (max_len - len(mask)))
+            lengths.append(len(toks))
         if not rows:
             raise ValueError(
                 f"train.max_seq_len = {max_len} leaves no response token in any SFT row; raise it"
             )
         self.tokens = np.asarray(rows, dtype=np.int32)
         self.masks = np.asarray(masks, dtype=np.int32)
-        self.lengths = (self.tokens != pad_id).sum(axis=1)
+        # real lengths, not a count of non-pad ids: with pad == EOS (Llama 3 has no pad token) that
+        # count misses the final EOS and length bucketing could cut it off
+        self.lengths = np.asarray(lengths, dtype=np.int64)
         self.max_len = max_len
         self.seed = seed
         self.shuffle = shuffle

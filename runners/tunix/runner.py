@@ -139,15 +139,18 @@ class TunixRunner:
 
         self.tok = tokenizer_adapter.TokenizerAdapter(self.tokenizer)
         self.enc = _PlainEncoder(self.tok)  # text -> ids without special tokens (BOS added by us)
-        self.pad_id = int(self.tok.pad_id())
+        self.pad_id = int(self.tok.pad_id())  # HF tokenizers without a pad token (Llama 3): EOS
         self.eos_id = int(self.tok.eos_id())
-        bos = self.tok.bos_id()
-        self.bos_id = int(bos) if bos is not None and int(bos) >= 0 else None
-        self.end_id = textmod.token_id(self.tokenizer, self.template.assistant_end.strip())
+        probe = datamod.prompt_text(self.train_items[0], self.template, self.system_prompt)
+        self.bos_id = _sampler_bos(self.tok, self.enc, probe)  # the BOS SFT rows start with
+        end_id = textmod.token_id(self.tokenizer, self.template.assistant_end.strip())
+        # Qwen's <|im_end|> ends the turn and is EOS: the SFT target gets it once, not twice
+        self.end_id = None if end_id == self.eos_id else end_id
         self.stop_tokens = [self.eos_id] + ([self.end_id] if self.end_id is not None else [])
 
         # model
         self.model = self._build_base_model(vocab)
+        self._check_vocab()
         from runners.tunix.model import is_lora, param_count
 
         self.lora = is_lora(self.model)
@@ -162,6 +165,19 @@ class TunixRunner:
             eval_items=len(self.eval_items),
             seconds=round(time.perf_counter() - t0, 2),
         )
+
+    def _check_vocab(self) -> None:
+        """A token id past the embedding table would be clamped silently by jax: refuse it."""
+        from runners.tunix import text as textmod
+
+        rows = int(self.model.embedder.input_embedding.shape[0])
+        n = textmod.vocab_size(self.tokenizer)
+        if n > rows:
+            key = "model.tokenizer_path" if self.m.tokenizer_path else "model.path"
+            raise ValueError(
+                f"{key}: the tokenizer {self.tokenizer_path} has {n} tokens but the model's embedding "
+                f"has {rows} rows (vocab_size): tokenizer and weights do not belong together"
+            )
 
     def _setup_env(self) -> None:
         # wandb: the engine tracks metrics itself (one wandb run per process); the runner only
@@ -801,6 +817,33 @@ def reward_metrics(
     for k in OUTCOME_RATE_METRICS:
         out[k] = float(outcome.get(k, math.nan))
     return out
+
+
+def _sampler_bos(adapter, enc: "_PlainEncoder", prompt: str) -> int | None:
+    """The BOS id Tunix's Sampler puts before a prompt (rollouts and eval), or None.
+
+    SFT rows are ``[BOS] prompt | response`` with this BOS, so SFT and generation see the same
+    prompt tokens.  It is not simply ``bos_id()``: the Sampler prepends it only when truthy (never
+    an id of 0; Qwen has none), and an HF tokenizer's post-processor may add it (Llama 3), which
+    the Sampler then de-duplicates.  Tunix's own ``Sampler.tokenize`` is applied to a real prompt.
+    """
+    from types import SimpleNamespace
+
+    from tunix.generate import sampler as samplerlib
+
+    sampled = [int(x) for x in samplerlib.Sampler.tokenize(SimpleNamespace(tokenizer=adapter), prompt)]
+    plain = enc.encode(prompt)
+    lead = sampled[: len(sampled) - len(plain)]
+    if sampled[len(lead) :] != plain or len(lead) > 1 or any(i < 0 for i in lead):
+        log.warning(
+            "tokenizer_prompt_mismatch",
+            detail="Tunix's sampler encodes prompts differently from [BOS] + text; SFT rows may differ from rollouts",
+            sampler_head=sampled[:8],
+            plain_head=plain[:8],
+        )
+        bos = adapter.bos_id()
+        return int(bos) if bos is not None and int(bos) >= 0 else None
+    return lead[0] if lead else None
 
 
 class _PlainEncoder:

@@ -175,6 +175,13 @@ def load_tokenizer(path: str | Path):
     return AutoTokenizer.from_pretrained(str(p if p.is_dir() else p.parent), local_files_only=True)
 
 
+def vocab_size(tokenizer) -> int:
+    """Number of token ids the tokenizer can produce (added tokens included for HF tokenizers)."""
+    if hasattr(tokenizer, "get_piece_size"):
+        return int(tokenizer.get_piece_size())
+    return len(tokenizer)
+
+
 def token_id(tokenizer, piece: str) -> int | None:
     """Id of a single-token piece, or None when the tokenizer lacks it."""
     if not piece:
