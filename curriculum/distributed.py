@@ -265,6 +265,44 @@ def _env_int(name: str, lo: int, hi: int | None = None) -> int:
     return v
 
 
+def _preflight(addr: str, process_id: int, timeout: float) -> None:
+    """Check the coordinator address before JAX does: JAX aborts the whole process (a C++ stack
+    trace, no Python exception) when process 0 is unreachable or its port is taken."""
+    import socket
+    import time
+
+    host, _, port_s = addr.rpartition(":")
+    try:
+        port = int(port_s)
+    except ValueError:
+        raise CurriculumError(f"environment variable {ENV_COORDINATOR}={addr!r}: expected HOST:PORT with a numeric port") from None
+    host = host.strip("[]") or "127.0.0.1"
+    if process_id == 0:
+        try:
+            with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("", port))
+        except OSError as e:
+            raise CurriculumError(
+                f"environment variable {ENV_COORDINATOR}={addr!r}: process 0 cannot listen on port {port} "
+                f"({e.strerror or e}); choose a free port and give it to every process"
+            ) from None
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=2):
+                return
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise CurriculumError(
+                    f"environment variable {ENV_COORDINATOR}={addr!r}: no process 0 answered there within "
+                    f"{timeout:g} s ({e.strerror or e}); start process 0 with the same "
+                    f"{ENV_COORDINATOR} (or raise {ENV_INIT_TIMEOUT})"
+                ) from None
+            time.sleep(0.5)
+
+
 def _join(**kw: Any) -> Cluster:
     import jax
 
@@ -273,6 +311,8 @@ def _join(**kw: Any) -> Cluster:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     timeout = _env_int(ENV_INIT_TIMEOUT, 1) if os.environ.get(ENV_INIT_TIMEOUT) else 300
     where = kw.get("coordinator_address") or "(detected by jax)"
+    if kw.get("coordinator_address"):
+        _preflight(kw["coordinator_address"], kw["process_id"], timeout)
     try:
         jax.distributed.initialize(initialization_timeout=timeout, **kw)
     except Exception as e:  # noqa: BLE001 - any failure to join is the user's setup

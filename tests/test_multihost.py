@@ -110,6 +110,26 @@ def test_bad_process_group_variables_are_one_clear_error(monkeypatch):
     assert distributed._CURRENT is None  # a single process joins nothing
 
 
+def test_unreachable_process_0_is_a_clear_error_not_an_abort(tmp_path):
+    """JAX itself aborts the process with a C++ stack trace when the coordinator is missing."""
+    env = {**os.environ, "CURRICULUM_COORDINATOR": f"127.0.0.1:{_port()}", "CURRICULUM_NUM_PROCESSES": "2",
+           "CURRICULUM_PROCESS_ID": "1", "CURRICULUM_INIT_TIMEOUT": "2", "JAX_PLATFORMS": "cpu", "WANDB_MODE": "disabled"}
+    r = subprocess.run([sys.executable, "-m", "curriculum.cli", "run", "examples/dipg_simulated.toml", "--run-dir",
+                        str(tmp_path / "r"), "--no-progress"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "no process 0 answered there within 2 s" in r.stderr
+    assert "Check failure" not in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "r").exists()
+    with socket.socket() as busy:  # process 0 whose port is taken
+        busy.bind(("", 0))
+        busy.listen()
+        env.update(CURRICULUM_PROCESS_ID="0", CURRICULUM_COORDINATOR=f"127.0.0.1:{busy.getsockname()[1]}")
+        r = subprocess.run([sys.executable, "-m", "curriculum.cli", "run", "examples/dipg_simulated.toml", "--run-dir",
+                            str(tmp_path / "r"), "--no-progress"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "process 0 cannot listen on port" in r.stderr, r.stderr[-2000:]
+    assert "Check failure" not in r.stderr and "Traceback" not in r.stderr
+
+
 # ---------------------------------------------------------------------- real processes
 
 
