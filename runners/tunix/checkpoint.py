@@ -37,7 +37,7 @@ def to_str_tree(tree: Any) -> Any:
     if isinstance(tree, dict):
         return {str(k): to_str_tree(v) for k, v in tree.items()}
     if isinstance(tree, jax.Array) and not tree.is_fully_addressable:
-        return tree
+        return jnp.copy(tree)  # a copy: the trainer may donate the original's buffers
     return np.asarray(jax.device_get(tree))
 
 
@@ -61,6 +61,8 @@ def fill_like(target: Any, src: Any, where: str = "") -> Any:
             else:
                 raise KeyError(f"checkpoint lacks {where}/{sk}")
         return out
+    if isinstance(src, jax.Array) and not src.is_fully_addressable:
+        return _fill_global(target, src, where)
     arr = np.asarray(src)
     tshape = tuple(getattr(target, "shape", ()))
     if tuple(arr.shape) != tshape:
@@ -70,6 +72,17 @@ def fill_like(target: Any, src: Any, where: str = "") -> Any:
     if sharding is not None:
         return jax.device_put(jnp.asarray(arr, dtype=dtype), sharding)
     return jnp.asarray(arr, dtype=dtype)
+
+
+def _fill_global(target: Any, src: jax.Array, where: str) -> jax.Array:
+    """A leaf spread over several processes: checked and resharded like the target, on device."""
+    tshape = tuple(getattr(target, "shape", ()))
+    if tuple(src.shape) != tshape:
+        raise ValueError(f"checkpoint shape mismatch at {where}: {src.shape} vs {tshape}")
+    dtype = getattr(target, "dtype", src.dtype)
+    out = src.astype(dtype) if src.dtype != dtype else src
+    sharding = getattr(target, "sharding", None)
+    return jax.device_put(out, sharding) if sharding is not None else out
 
 
 def state_pure(obj: Any, filt: Any = None) -> dict:
@@ -131,5 +144,6 @@ def load(ckpt_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         raw = ckptr.restore(ckpt_dir / ARRAYS_DIR)
     finally:
         ckptr.close()
-    raw = jax.tree.map(lambda x: np.asarray(x), raw)
+    # arrays orbax restored across several processes stay global (fill_like reshards them)
+    raw = jax.tree.map(lambda x: x if isinstance(x, jax.Array) and not x.is_fully_addressable else np.asarray(x), raw)
     return raw, meta
