@@ -669,24 +669,38 @@ class Engine:
             )
             st.log_offsets["events"] = self.events.offset()
             self.history_to_state()
-            if primary:
-                atomic_write_json(tmp / "engine.json", st.to_dict())
-                os.replace(tmp, final)
-                fsync_dir(root)
-            self.cluster.barrier("checkpoint-committed")
+            # process 0 commits; a failure there reaches every process (none waits forever)
+            self.cluster.agree(lambda: self._commit_checkpoint(tmp, final))
             faults.point("checkpoint_renamed")
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
             st.last_checkpoint, st.log_offsets = prev_ckpt, prev_offsets
-            self._emit_failure("checkpoint_failed", path=rel, step=st.global_step, error=f"{type(e).__name__}: {e}")
-            raise CurriculumError(
-                f"{final}: could not write the checkpoint ({e.strerror or e}); the previous checkpoint "
-                f"{self._previous_checkpoint()} is intact and resumable"
-            ) from None
+            raise self._checkpoint_failed(final, e) from None
+        except CurriculumError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            st.last_checkpoint, st.log_offsets = prev_ckpt, prev_offsets
+            raise
         self._save_state()
         if periodic and primary:
             self._prune()
         return rel
+
+    def _commit_checkpoint(self, tmp: Path, final: Path) -> None:
+        """Write the engine state into the checkpoint and rename it into place (process 0)."""
+        try:
+            atomic_write_json(tmp / "engine.json", self.state.to_dict())
+            os.replace(tmp, final)
+            fsync_dir(final.parent)
+        except OSError as e:
+            raise self._checkpoint_failed(final, e) from None
+
+    def _checkpoint_failed(self, final: Path, e: OSError) -> CurriculumError:
+        self._emit_failure("checkpoint_failed", path=str(final.relative_to(self.run_dir)),
+                           step=self.state.global_step, error=f"{type(e).__name__}: {e}")
+        return CurriculumError(
+            f"{final}: could not write the checkpoint ({e.strerror or e}); the previous checkpoint "
+            f"{self._previous_checkpoint()} is intact and resumable"
+        )
 
     def _previous_checkpoint(self) -> str:
         try:
