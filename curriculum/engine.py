@@ -44,6 +44,7 @@ from curriculum.machine import BUDGET, PhaseMachine
 from curriculum.spec import END, Spec, load_spec, pid_config_from_table
 from curriculum.state import (
     RunState,
+    _clean,
     atomic_write_json,
     effective_penalties,
     fsync_dir,
@@ -63,7 +64,6 @@ class SharedDecision:
     """A guard decision received from process 0 (what `_move` needs of a GuardResult)."""
 
     evidence: dict[str, Any]
-    fired: bool = True
 
 
 class Engine:
@@ -382,8 +382,6 @@ class Engine:
 
     def _share_decision(self, decision: Any) -> Any:
         """Process 0's decision of this step on every process (one broadcast per step)."""
-        from curriculum.state import _clean
-
         st = self.state
         msg: dict[str, Any] = {}
         if self.cluster.is_primary:
