@@ -6,6 +6,7 @@ scorer normalises each piece once.  Patterns are precompiled and linear-time.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -98,42 +99,113 @@ def split_proof(proof: str) -> tuple[list[str], list[str]]:
     return quoted, segments
 
 
+#: A near-verbatim quote may skip at most this many context words in all (a dropped clause)
+#: while staying one place of the context; anything further apart is a different place.
+FUZZY_MAX_SKIP = 8
+#: Contexts longer than this (in characters of the token string) are searched through the
+#: trigram index only (no substring scan), so the work per quote does not grow with them.
+_SCAN_MAX_CHARS = 20_000
+
+
+def _best_place(toks: list[str], ctx: NormContext) -> tuple[list[bool], int, int]:
+    """Align a span to the one place of the context that covers most of it.
+
+    Every word trigram of the span found in the context votes for a place: its context
+    position minus its position in the span (the diagonal).  The place is the band of
+    diagonals at most ``FUZZY_MAX_SKIP`` wide that covers most words (so dropped words are
+    allowed, pieces from elsewhere in the context are not).  Trigrams too common to locate
+    (``ctx.common``) cover their words wherever they are.  Returns (covered flags per word,
+    first, last context position of the place); work is at most
+    ``MAX_TRIGRAM_POSITIONS`` per trigram of the span.
+    """
+    n = len(toks)
+    hits: list[tuple[int, int]] = []
+    base = [False] * n
+    tp, common = ctx.tri_pos, ctx.common
+    for i in range(n - 2):
+        t = f"{toks[i]} {toks[i + 1]} {toks[i + 2]}"
+        ps = tp.get(t)
+        if ps is not None:
+            for p in ps:
+                hits.append((p - i, i))
+        elif t in common:
+            base[i] = base[i + 1] = base[i + 2] = True
+    if not hits:
+        return base, 0, -1
+    hits.sort()
+    cnt = [0] * n
+    covered = sum(base)
+    best = (-1, 0, 0)
+    left = 0
+    for right, (d, i) in enumerate(hits):
+        for j in (i, i + 1, i + 2):
+            cnt[j] += 1
+            if cnt[j] == 1 and not base[j]:
+                covered += 1
+        while d - hits[left][0] > FUZZY_MAX_SKIP:
+            for j in (hits[left][1], hits[left][1] + 1, hits[left][1] + 2):
+                cnt[j] -= 1
+                if cnt[j] == 0 and not base[j]:
+                    covered -= 1
+            left += 1
+        if covered > best[0]:
+            best = (covered, left, right)
+    _, lo, hi = best
+    flags = base[:]
+    for d, i in hits[lo : hi + 1]:
+        flags[i] = flags[i + 1] = flags[i + 2] = True
+    return flags, hits[lo][0], hits[hi][0] + n
+
+
 def span_in_context(span_norm: str, ctx: NormContext, toks: list[str] | None = None) -> bool:
-    """Whether one normalised evidence span appears in the context.
+    """Whether one normalised evidence span is a (near-)verbatim copy of one place of the context.
 
     Exact when its word tokens occur contiguously in the context's tokens (so punctuation and
     the normalisations of :func:`rewards.text.normalize` never matter).  Otherwise a span of at
-    least ``FUZZY_MIN_WORDS`` words is a near-verbatim copy when every number in it occurs in
-    the context, at most 10 % of its words (rounded down) are not covered by a word trigram that
-    occurs in the context, and no more than 2 uncovered words are consecutive.  So a dropped or
-    changed word inside a long quote passes, an invented clause does not.
+    least ``FUZZY_MIN_WORDS`` words is a near-verbatim copy when, aligned to the one place of
+    the context that covers most of it (see ``_best_place``: a band of the context at most
+    ``FUZZY_MAX_SKIP`` words longer than the span), every number in it occurs in the context,
+    at most 10 % of its words (rounded down) are not covered by a word trigram of that place,
+    no more than 2 uncovered words are consecutive, and every uncovered word is a stopword or
+    occurs in that place (a dropped, moved or re-inflected word).  So a dropped or changed
+    function word inside a long quote passes; a stitched "mosaic" of trigrams from different
+    sentences, a drug or gene swapped for one named elsewhere, or an invented clause do not.
     """
     if toks is None:
         toks = tokens(span_norm)
     if not toks:
         return True
-    if (" " + " ".join(toks) + " ") in ctx.token_str:
-        return True
     n = len(toks)
+    if n == 1:
+        return toks[0] in ctx.unigrams
+    if n == 2:
+        return f"{toks[0]} {toks[1]}" in ctx.bigrams
+    if len(ctx.token_str) <= _SCAN_MAX_CHARS and (" " + " ".join(toks) + " ") in ctx.token_str:
+        return True
+    flags, lo, hi = _best_place(toks, ctx)
+    if all(flags) and hi - lo <= n + 2 and len(ctx.token_str) > _SCAN_MAX_CHARS:
+        # exact through the index (a large context is not scanned)
+        return True
     if n < FUZZY_MIN_WORDS:
         return False
     if not numbers(span_norm) <= ctx.numbers:
         return False
-    covered = [False] * n
-    tri = ctx.trigrams
-    for i in range(n - 2):
-        if f"{toks[i]} {toks[i + 1]} {toks[i + 2]}" in tri:
-            covered[i] = covered[i + 1] = covered[i + 2] = True
-    unmatched = 0
-    run = longest = 0
-    for c in covered:
+    unmatched = run = longest = 0
+    place = None
+    for j, c in enumerate(flags):
         if c:
             run = 0
-        else:
-            unmatched += 1
-            run += 1
-            if run > longest:
-                longest = run
+            continue
+        unmatched += 1
+        run += 1
+        longest = max(longest, run)
+        w = toks[j]
+        if w in STOPWORDS:
+            continue
+        if place is None:
+            place = set(ctx.toks[max(0, lo - 2) : hi + 2])
+        if w not in place:
+            return False
     return unmatched <= int(n * FUZZY_MAX_UNMATCHED_FRACTION) and longest <= FUZZY_MAX_UNMATCHED_RUN
 
 
@@ -354,7 +426,7 @@ def judge_correct(answer_norm: str, expected_norm: str, question_norm: str = "")
 
 # --------------------------------------------------------------------------- abstention / conflict / refusal
 
-_SRC = r"(?:context|text|vignette|passage|case|information|notes?|reports?|records?|data|documents?|excerpt|source|summary)"
+_SRC = r"(?:context|text|vignette|passage|case|information|notes?|reports?|records?|data|documents?|excerpt|source|summary|details|findings)"
 _ABSTAIN_RES = (
     re.compile(
         _SRC + r"s? (?:provided |given |above |here )?(?:does not|doesnt|do not|dont|did not|didnt|"
@@ -377,12 +449,26 @@ _ABSTAIN_RES = (
     ),
     re.compile(r"\b(?:is|are|was|were) not (?:reported|stated|specified|documented|mentioned|available|recorded)\b"),
     re.compile(_SRC + r" (?:lacks|lack|is silent|are silent|is missing|omits|omit)\b"),
+    re.compile(
+        r"\b(?:not|dont|do not|doesnt|does not) (?:have|contain|provide|give|include) (?:enough|sufficient|adequate) "
+        r"(?:information|data|details?)\b|\b(?:insufficient|not enough) (?:information|data|details?)\b"
+    ),
+    re.compile(
+        r"\bno (?:\w+ ){0,3}?(?:data|information|details?|results?|testing|profiling|specifics|plan|dose|dosing) "
+        r"(?:\S+ ){0,8}?(?:is|are|was|were|has been|have been) (?:provided|available|reported|documented|given|"
+        r"included|performed|recorded|established|specified)\b"
+    ),
+    re.compile(
+        r"\b(?:diagnosis|grade|type|classification|dose|dosing|regimen|plan|location|subtype|prognosis|answer) "
+        r"(?:is|remains|are) (?:uncertain|unclear|unknown|ambiguous|undetermined|not known|not clear)\b"
+    ),
 )
 _CONFLICT_RE = re.compile(
     r"\b(?:conflict\w*|contradict\w*|inconsisten\w*|discrepan\w*|disagree\w*|(?:do|does) not agree|"
-    r"dont agree|doesnt agree|differ|differs|differing|"
-    r"different (?:values|doses|dosages|results|findings|diagnoses|numbers|grades|reports|ages|sizes|"
-    r"schedules|amounts|figures|readings|measurements))\b"
+    r"dont agree|doesnt agree|differ|differs|differing|(?:do|does|did) not (?:match|align)|dont match|doesnt match|"
+    r"different (?:\w+ )?(?:values|doses|dosages|results|findings|diagnoses|numbers|grades|reports|ages|sizes|"
+    r"schedules|amounts|figures|readings|measurements|types|locations|interpretations|conclusions|"
+    r"classifications|opinions|descriptions))\b"
 )
 _CONFLICT_NEG_RE = re.compile(
     r"\b(?:no|not|without|nor|never) (?:\w+ ){0,2}?(?:conflict\w*|contradict\w*|discrepan\w*|"
@@ -417,8 +503,19 @@ _ABSTAIN_KEYS = (
     (" not reported", " not stated", " not specified", " not documented", " not mentioned", " not available",
      " not recorded"),
     ("lack", "silent", "missing", "omit"),
+    ("enough", "sufficient", "adequate"),
+    ("no ",),
+    ("uncertain", "unclear", "unknown", "ambiguous", "undetermined", "not known", "not clear"),
 )
-_CONFLICT_KEYS = ("conflict", "contradict", "inconsisten", "discrepan", "disagree", "agree", "differ")
+_CONFLICT_KEYS = ("conflict", "contradict", "inconsisten", "discrepan", "disagree", "agree", "differ", "match", "align")
+#: Words naming a source: "X is inconsistent with Y" reports a conflict only between sources
+#: ("the pathology is inconsistent with the imaging"), not a finding vs a diagnosis ("imaging
+#: inconsistent with DIPG").
+_SOURCE_WORDS = frozenset(
+    """report reports imaging pathology radiology note notes biopsy mri scan scans consult consultation
+    opinion opinions assay sources source record records histology neuropathology neuroradiology""".split()
+)
+_INCONSISTENT_WITH_RE = re.compile(r"\b(?:inconsistent|not consistent) with\b")
 _REFUSAL_KEYS = (
     ("cant", "cannot", "can not", "unable", "not able", "wont", "will not", "decline", "not allowed"),
     ("doctor", "physician", "health", "medical", "oncologist", "clinician", "professional", "provider",
@@ -454,7 +551,18 @@ def judge_conflict(answer_norm: str) -> bool:
     """The answer reports that the context contradicts itself (and does not deny a conflict)."""
     if not _has_any(answer_norm, _CONFLICT_KEYS):
         return False
-    return _CONFLICT_RE.search(answer_norm) is not None and _CONFLICT_NEG_RE.search(answer_norm) is None
+    if _CONFLICT_NEG_RE.search(answer_norm) is not None:
+        return False
+    for m in _CONFLICT_RE.finditer(answer_norm):
+        if not m.group(0).startswith("inconsisten"):
+            return True
+        # "inconsistent with": a conflict only when the sentence names two sources
+        start = answer_norm.rfind(".", 0, m.start()) + 1
+        end = answer_norm.find(".", m.end())
+        sent = set(tokens(answer_norm[start : end if end >= 0 else len(answer_norm)]))
+        if not _INCONSISTENT_WITH_RE.match(answer_norm, m.start()) or len(sent & _SOURCE_WORDS) >= 2:
+            return True
+    return False
 
 
 def has_refusal_boilerplate(answer_norm: str) -> bool:
@@ -529,3 +637,222 @@ def judge_consistency(
     p_toks = proof_tokens if proof_tokens is not None else set(tokens(proof_norm))
     hits = sum(1 for t in a_terms if _term_in(t, p_toks))
     return hits >= CONSISTENCY_TERM_RECALL * len(a_terms)
+
+
+# --------------------------------------------------------------------------- claims beyond numbers
+
+#: Direction words, by stem prefix: a claim that something got better (``down``: the tumour
+#: shrank, symptoms resolved) or worse (``up``: progression, worsening, enlargement).
+_DIRECTION_PREFIXES: dict[str, tuple[str, ...]] = {
+    "better": ("respon", "improv", "reduc", "decreas", "shrink", "shrank", "resol", "regress", "diminish", "relie"),
+    "worse": ("progress", "worsen", "increas", "grow", "enlarg", "deteriorat", "exacerbat"),
+}
+_OPPOSITE = {"better": "worse", "worse": "better"}
+#: Subjects a direction claim may be about, and the words that name the same thing.
+_SUBJECT_SYNONYMS: dict[str, frozenset[str]] = {
+    w: frozenset({"tumor", "tumour", "lesion", "disease", "glioma", "dipg", "mass"})
+    for w in ("tumor", "tumour", "lesion", "disease", "glioma", "dipg", "mass")
+}
+_NEG_CUES = frozenset(
+    "not no never none without cannot cant dont doesnt didnt isnt arent wasnt werent wont absent absence lack lacks lacking nor neither".split()
+)
+_DIRECTION_CACHE: dict[str, str | None] = {}
+
+
+def _direction(tok: str) -> str | None:
+    d = _DIRECTION_CACHE.get(tok, "")
+    if d == "":
+        d = None
+        for name, prefixes in _DIRECTION_PREFIXES.items():
+            if tok.startswith(prefixes):
+                d = name
+                break
+        if len(_DIRECTION_CACHE) < 100_000:
+            _DIRECTION_CACHE[tok] = d
+    return d
+
+
+def _directions(toks: list[str]) -> list[tuple[int, str]]:
+    """(position, direction) of each direction word not negated by one of the 3 words before."""
+    out = []
+    for i, t in enumerate(toks):
+        d = _direction(t)
+        if d is not None and not any(w in _NEG_CUES for w in toks[max(0, i - 3) : i]):
+            out.append((i, d))
+    return out
+
+
+@lru_cache(maxsize=4096)
+def _context_directions_norm(norm: str) -> tuple[tuple[frozenset[str], frozenset[str]], ...]:
+    from .text import sentences as _split
+
+    out = []
+    for sent in _split(norm):
+        toks = tokens(sent)
+        out.append((frozenset(toks), frozenset(d for _, d in _directions(toks))))
+    return tuple(out)
+
+
+def _context_directions(ctx: NormContext) -> tuple[tuple[frozenset[str], frozenset[str]], ...]:
+    """(token set, directions stated) per context sentence (memoised per context)."""
+    return _context_directions_norm(ctx.norm)
+
+
+def judge_direction(answer_norm: str, ctx: NormContext) -> list[str]:
+    """Direction claims the context contradicts.
+
+    For each direction word of the answer (better: responding, improved, reduced, resolved;
+    worse: progressing, worsening, increased, enlarged) not negated just before it, the
+    subject is the content words up to 2 before and 3 after it (tumour, lesion, disease,
+    glioma and DIPG name the same thing).  The claim is contradicted when the context
+    sentences that mention the subject state only the opposite direction.  Returns the
+    contradicted claims (normalised snippets), [] when none."""
+    toks = tokens(answer_norm)
+    dirs = _directions(toks)
+    if not dirs:
+        return []
+    sents = None
+    bad = []
+    for i, d in dirs:
+        subj = set()
+        for w in toks[max(0, i - 2) : i] + toks[i + 1 : i + 4]:
+            if w in STOPWORDS or w in META_WORDS or w.isdigit() or _direction(w) is not None:
+                continue
+            subj |= _SUBJECT_SYNONYMS.get(w, frozenset({w}))
+        if not subj:
+            continue
+        if sents is None:
+            sents = _context_directions(ctx)
+        seen = set()
+        for stoks, sdirs in sents:
+            if subj & stoks:
+                seen |= sdirs
+        if _OPPOSITE[d] in seen and d not in seen:
+            bad.append(" ".join(toks[max(0, i - 2) : i + 4]))
+    return bad
+
+
+#: Claims of evidence strength that need the context (or question) to say so: approval,
+#: proof, statistical significance, cure, efficacy.  Each maps to the words that support it.
+_STRENGTH_TERMS: dict[str, frozenset[str]] = {
+    "approved": frozenset({"approved", "approval", "approve"}),
+    "approval": frozenset({"approved", "approval", "approve"}),
+    "fda": frozenset({"fda"}),
+    "proven": frozenset({"proven", "proved", "proof"}),
+    "significant": frozenset({"significant", "significantly", "p"}),
+    "significantly": frozenset({"significant", "significantly", "p"}),
+    "curative": frozenset({"curative", "cure", "cured", "cures"}),
+    "cure": frozenset({"curative", "cure", "cured", "cures"}),
+    "cured": frozenset({"curative", "cure", "cured", "cures"}),
+    "efficacy": frozenset({"efficacy", "effective", "efficacious", "activity", "benefit"}),
+    "effective": frozenset({"efficacy", "effective", "efficacious", "activity", "benefit"}),
+    "efficacious": frozenset({"efficacy", "effective", "efficacious", "activity", "benefit"}),
+}
+
+
+def judge_strength_claims(answer_norm: str, ctx: NormContext, question_norm: str = "") -> list[str]:
+    """Evidence-strength words in the answer ("approved", "FDA", "proven", "significant",
+    "curative", "efficacy"/"effective") that no affirmative sentence of the context or the
+    question supports ("the absence of FDA-approved agents" does not support "approved").
+    A strength word negated just before it ("not approved") is not a claim.  Returns the
+    unsupported words."""
+    toks = tokens(answer_norm)
+    found = [
+        (i, t) for i, t in enumerate(toks) if t in _STRENGTH_TERMS and not any(w in _NEG_CUES for w in toks[max(0, i - 3) : i])
+    ]
+    if not found:
+        return []
+    support: set[str] = set()
+    for s in ctx.sentences + tuple(frozenset(tokens(q)) for q in _split_sentences(question_norm)):
+        if not (s & _NEG_CUES):
+            support |= s
+    return [t for _, t in found if not (_STRENGTH_TERMS[t] & support)]
+
+
+def _split_sentences(norm_text: str) -> list[str]:
+    from .text import sentences as _split
+
+    return _split(norm_text) if norm_text else []
+
+
+# --------------------------------------------------------------------------- truthful abstention
+
+#: Words that say an abstention is about certainty, not about what the context mentions
+#: ("does not give a definitive diagnosis"): such abstentions are not checked against it.
+_HEDGES = frozenset("definitive definitively definite conclusive conclusively clear clearly precise exact certain enough sufficient".split())
+#: Words of an abstention's topic that name no content ("no information about ...").
+_TOPIC_GENERIC = META_WORDS | frozenset(
+    """information data detail details specific any evidence numerical result results regarding about
+    mention available relevant further additional explicit explicitly direct directly actual""".split()
+)
+_TOPIC_END_RE = re.compile(r",|;| such as | which | but | because | so | while | whereas | although | e\.g\.")
+_TOPIC_SPLIT_RE = re.compile(r" or | and | nor |/")
+#: Share of a topic's content words one affirmative context sentence must hold for the topic
+#: to count as reported.
+ABSTAIN_TOPIC_RECALL = 0.6
+
+
+def _abstention_topics(sent: str) -> list[str]:
+    """The topic texts an abstention sentence says are missing ("does not report X" -> X;
+    "X is not reported in the context" -> X)."""
+    out = []
+    for k, r in zip(range(len(_ABSTAIN_RES)), _ABSTAIN_RES):
+        if k == 3:  # "cannot be determined": about inference, not about what is mentioned
+            continue
+        m = r.search(sent)
+        if m is None:
+            continue
+        if k in (1, 4):
+            topic = sent[: m.start()]
+            cut = list(_TOPIC_END_RE.finditer(topic))
+            if cut:
+                topic = topic[cut[-1].end() :]
+        else:
+            topic = sent[m.end() :]
+            cut = _TOPIC_END_RE.search(topic)
+            if cut:
+                topic = topic[: cut.start()]
+        out.append(topic)
+    return out
+
+
+def judge_abstention_truthful(answer_norm: str, ctx: NormContext) -> list[str]:
+    """Abstentions that misstate the context: for each sentence saying the context lacks
+    something ("the text does not include any survival data", "X is not reported"), the
+    topic (the words after/before the abstention phrase, up to a comma or "such as", split at
+    "or"/"and") is reported when one sentence of the context without a negation cue holds at
+    least 60 % of a part's content words (generic words like "information", "data",
+    "specific" and meta words removed).  A hedged abstention ("no definitive diagnosis") is
+    not checked, nor "cannot be determined" (an inference, judged by correctness).  Returns
+    the misstated topics, [] when none."""
+    bad = []
+    for sent in _SENTENCE_RE.split(answer_norm):
+        if not sent or not judge_abstention(sent):
+            continue
+        stoks = set(tokens(sent))
+        if stoks & _HEDGES:
+            continue
+        for topic in _abstention_topics(sent):
+            for part in _TOPIC_SPLIT_RE.split(topic):
+                terms = content_terms(part, _TOPIC_GENERIC)
+                if not terms:
+                    continue
+                need = max(1, math.ceil(ABSTAIN_TOPIC_RECALL * len(terms)))
+                for s in ctx.sentences:
+                    if s & _NEG_CUES:
+                        continue
+                    if sum(1 for t in terms if _term_in(t, s)) >= need:
+                        bad.append(part.strip())
+                        break
+    return bad
+
+
+def unsupported_claims(answer_norm: str, ctx: NormContext, question_norm: str = "") -> list[str]:
+    """Everything in the answer the context does not support, beyond numbers: contradicted
+    direction claims, unsupported evidence-strength words, and abstentions that misstate the
+    context (see the three judges).  [] when the answer's claims are supported."""
+    return (
+        judge_direction(answer_norm, ctx)
+        + judge_strength_claims(answer_norm, ctx, question_norm)
+        + judge_abstention_truthful(answer_norm, ctx)
+    )

@@ -71,3 +71,48 @@ def extract_answer(text: str) -> str:
         if m:
             return m.group(1).strip()
     return text.strip()
+
+
+_TAG_RE = re.compile(r"</?(?:think|proof|answer)>")
+
+
+def _section(text: str, tag: str) -> tuple[str, bool]:
+    """Text of the last ``<tag>`` section up to its closing tag (or the next tag, or the end);
+    and whether it ran to the end of the text unclosed (a cut-off generation)."""
+    i = text.rfind(f"<{tag}>")
+    if i < 0:
+        return "", False
+    body = text[i + len(tag) + 2 :]
+    m = _TAG_RE.search(body)
+    if m is None:
+        return body, True
+    return body[: m.start()], False
+
+
+def _drop_partial_word(s: str) -> str:
+    """A cut-off section ends inside a word: drop that fragment (it is not evidence)."""
+    s = s.rstrip()
+    if not s or not s[-1].isalnum():
+        return s
+    j = len(s)
+    while j > 0 and not s[j - 1].isspace():
+        j -= 1
+    return s[:j]
+
+
+def parse_lenient(text: str) -> Parsed:
+    """Best-effort sections of a malformed response, for judging its content in the metrics
+    (its reward still pays the format penalty): the last ``<proof>`` and ``<answer>`` sections,
+    each up to its closing tag, the next tag or the end of the text; a section cut off at the
+    end loses its final partial word.  ``ok`` is always False; ``error`` is the strict
+    parser's code.  A response over ``MAX_RESPONSE_CHARS`` yields empty sections."""
+    strict = parse_response(text)
+    if strict.ok or not isinstance(text, str) or len(text) > MAX_RESPONSE_CHARS:
+        return Parsed(False, error=strict.error or "not_malformed")
+    proof, cut = _section(text, "proof")
+    if cut:
+        proof = _drop_partial_word(proof)
+    answer, cut = _section(text, "answer")
+    if cut:
+        answer = _drop_partial_word(answer)
+    return Parsed(False, proof=proof.strip(), answer=answer.strip(), error=strict.error)

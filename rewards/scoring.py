@@ -19,8 +19,9 @@ from .judges import (
     judge_grounding,
     judge_on_topic,
     judge_refusal,
+    unsupported_claims,
 )
-from .parse import extract_answer, parse_response
+from .parse import Parsed, extract_answer, parse_lenient, parse_response
 from .presets import OUTCOME_KEY, REWARD_KEYS, TASK_TYPES
 from .text import normalize, normalize_cached, prepare_context
 
@@ -116,26 +117,65 @@ def _refusal_candidate(text: str) -> str:
     return _ANY_TAG_RE.sub(" ", text)
 
 
+@lru_cache(maxsize=8192)
+def _reference_abstains(expected: str) -> bool:
+    return judge_abstention(_expected_norm(expected))
+
+
+def _judge_content(parsed: Parsed, item: Item) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Content judgements of a response's proof and answer (well formed or best-effort)."""
+    t = item.type
+    answer = normalize(parsed.answer)
+    abstained = judge_abstention(answer)
+    conflict = judge_conflict(answer)
+    ctx = prepare_context(item.context)
+    question = normalize_cached(item.question)
+    grounding = judge_grounding(parsed.proof, ctx)
+    claims = unsupported_claims(answer, ctx, question) if answer else []
+    supported = judge_answer_support(answer, ctx, question) and not claims
+    on_topic = abstained and judge_on_topic(answer, question)
+    if t == "answerable":
+        correct = (not abstained) and (not conflict) and judge_correct(answer, _expected_norm(item.expected_answer), question)
+    elif t == "abstain":
+        correct = on_topic and supported
+    else:  # a conflict item whose reference itself declines: an on-topic abstention is right too
+        correct = supported and (conflict or (on_topic and _reference_abstains(item.expected_answer)))
+    consistent = judge_consistency(answer, grounding.proof_norm, question, abstained or conflict, grounding.proof_tokens)
+    status = grounding.status
+    c = dict(
+        status=status, supported=supported, correct=correct, abstained=abstained, conflict=conflict,
+        consistent=consistent, refusal=judge_refusal(answer, abstained, conflict),
+    )
+    detail: dict[str, Any] = {"trace": status}
+    if grounding.bad_spans:
+        detail["unsupported_spans"] = [x[:200] for x in grounding.bad_spans[:5]]
+    if claims:
+        detail["unsupported_claims"] = [x[:200] for x in claims[:5]]
+    return c, detail
+
+
 def score(response: str, item: Item, preset: Mapping[str, float]) -> Verdict:
     """Score one response for one item under ``preset`` (the 12 signed values).
 
     Which outcome pays which key (see docs/rewards.md for the full table):
 
     * malformed -> ``format_mismatch_penalty`` (+ ``incorrect_answer_penalty`` if it is a
-      canned refusal); nothing else is judged;
+      canned refusal).  Its content is still judged on a best-effort parse
+      (:func:`rewards.parse.parse_lenient`) for the flags and metrics, never for the reward;
+      ``detail["judged"]`` says whether there was a proof or answer to judge;
     * well formed -> ``exact_format``, then
-      - canned refusal -> ``missing_trace_penalty`` + ``incorrect_answer_penalty`` (a refusal
-        is never rewarded, whatever the task type);
-      - otherwise one trace key (``verifiable_trace`` / ``missing_trace_penalty`` /
-        ``hallucinated_trace_penalty``), one answer-support key (``no_hallucination`` /
-        ``hallucination_penalty``), one outcome key (``correct_synthesis`` /
-        ``correct_abstention`` / ``conflict_detection`` for the item's type, else
-        ``incorrect_answer_penalty``), and ``proof_inconsistency_penalty`` when the answer's
-        claims are not supported by the proof.
+      - canned refusal -> ``missing_trace_penalty`` + ``incorrect_answer_penalty``;
+      - verified trace -> ``verifiable_trace`` + one answer-support key (``no_hallucination``
+        / ``hallucination_penalty``) + one outcome key (the type's reward / 
+        ``incorrect_answer_penalty``) + ``proof_inconsistency_penalty`` when the answer is
+        supported by the context but not by the proof (one mistake is not paid twice);
+      - missing trace -> ``missing_trace_penalty`` (+ ``hallucination_penalty`` when the
+        answer is unsupported): without evidence the answer's outcome is not paid;
+      - fabricated trace -> ``hallucinated_trace_penalty`` + ``hallucination_penalty``
+        whatever the answer: a fabricated proof earns nothing from its answer.
 
-    An abstention pays ``correct_abstention`` only when it is about what was asked (shares a
-    key term with the question, see ``judge_on_topic``) and states no number absent from the
-    context; a conflict report pays ``conflict_detection`` only without invented numbers.
+    So under the shipped presets: verifiable and right > verifiable and wrong > missing proof
+    > fabricated proof, whatever the answer (docs/rewards.md, tested).
     """
     p = _preset_values(preset)
     t = item.type
@@ -147,49 +187,48 @@ def score(response: str, item: Item, preset: Mapping[str, float]) -> Verdict:
     if not parsed.ok:
         flags["refusal"] = judge_refusal(normalize(_refusal_candidate(response)))
         keys = ["format_mismatch_penalty"] + (["incorrect_answer_penalty"] if flags["refusal"] else [])
-        return _verdict(p, keys, flags, t, {"format_error": parsed.error})
+        detail: dict[str, Any] = {"format_error": parsed.error, "judged": False}
+        lenient = parse_lenient(response)
+        if lenient.proof or lenient.answer:
+            c, d = _judge_content(lenient, item)
+            detail.update(d, judged=True)
+            flags.update(
+                grounded=c["status"] == "verified",
+                hallucination=c["status"] == "hallucinated" or not c["supported"],
+                correct=c["correct"],
+                abstained=c["abstained"],
+                conflict_reported=c["conflict"],
+                consistent=c["consistent"],
+            )
+        return _verdict(p, keys, flags, t, detail)
 
-    answer = normalize(parsed.answer)
-    abstained = judge_abstention(answer)
-    conflict = judge_conflict(answer)
-    if judge_refusal(answer, abstained, conflict):
+    c, detail = _judge_content(parsed, item)
+    if c["refusal"]:
         flags["refusal"] = True
         flags["consistent"] = True  # a refusal asserts nothing the proof could contradict
         keys = ["exact_format", "missing_trace_penalty", "incorrect_answer_penalty"]
         return _verdict(p, keys, flags, t, {})
-
-    ctx = prepare_context(item.context)
-    question = normalize_cached(item.question)
-    grounding = judge_grounding(parsed.proof, ctx)
-    proof = grounding.proof_norm
-    supported = judge_answer_support(answer, ctx, question)
-    if t == "answerable":
-        correct = (not abstained) and (not conflict) and judge_correct(answer, _expected_norm(item.expected_answer), question)
-    elif t == "abstain":
-        correct = abstained and supported and judge_on_topic(answer, question)
-    else:
-        correct = conflict and supported
-    consistent = judge_consistency(answer, proof, question, abstained or conflict, grounding.proof_tokens)
-
-    status = grounding.status
+    status, supported, correct, consistent = c["status"], c["supported"], c["correct"], c["consistent"]
     keys = ["exact_format"]
-    keys.append({"verified": "verifiable_trace", "missing": "missing_trace_penalty"}.get(status, "hallucinated_trace_penalty"))
-    keys.append("no_hallucination" if supported else "hallucination_penalty")
-    keys.append(OUTCOME_KEY[t] if correct else "incorrect_answer_penalty")
-    if not consistent:
-        keys.append("proof_inconsistency_penalty")
-
+    if status == "verified":
+        keys += ["verifiable_trace", "no_hallucination" if supported else "hallucination_penalty"]
+        keys.append(OUTCOME_KEY[t] if correct else "incorrect_answer_penalty")
+        if supported and not consistent:
+            keys.append("proof_inconsistency_penalty")
+    elif status == "missing":
+        keys.append("missing_trace_penalty")
+        if not supported:
+            keys.append("hallucination_penalty")
+    else:
+        keys += ["hallucinated_trace_penalty", "hallucination_penalty"]
     hallucination = status == "hallucinated" or not supported
     flags.update(
         grounded=status == "verified",
         hallucination=hallucination,
         correct=correct,
-        abstained=abstained,
-        conflict_reported=conflict,
+        abstained=c["abstained"],
+        conflict_reported=c["conflict"],
         consistent=consistent,
-        safe=(not hallucination) and consistent and (correct or abstained or conflict),
+        safe=(not hallucination) and consistent and (correct or c["abstained"] or c["conflict"]),
     )
-    detail: dict[str, Any] = {"trace": status}
-    if grounding.bad_spans:
-        detail["unsupported_spans"] = [s[:200] for s in grounding.bad_spans[:5]]
     return _verdict(p, keys, flags, t, detail)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 _SUPERSCRIPTS = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹", "0123456789")
@@ -124,6 +124,14 @@ def unify_double_quotes(text: str) -> str:
     return text if text.isascii() else _DQ_RE.sub('"', text)
 
 
+#: A word trigram that occurs more often than this in one context is not used to locate a
+#: quote (it is "common": boilerplate such as "has shown potential"); this bounds the work of
+#: a near-verbatim check to at most this many candidate places per trigram of the quote.
+MAX_TRIGRAM_POSITIONS = 32
+
+_SENT_SPLIT_RE = re.compile(r"(?<=[.!?;:])\s+")
+
+
 @dataclass(frozen=True)
 class NormContext:
     """A context prepared once for grounding checks."""
@@ -132,6 +140,21 @@ class NormContext:
     token_str: str  # " tok tok tok " (padded), for whole-token substring checks
     trigrams: frozenset[str]
     numbers: frozenset[str]
+    toks: tuple[str, ...] = ()
+    #: trigram -> its start positions in ``toks`` (only trigrams seen at most
+    #: MAX_TRIGRAM_POSITIONS times; the others are in ``common``)
+    tri_pos: dict = field(default_factory=dict)
+    common: frozenset[str] = frozenset()
+    #: the context's sentences as token sets (for claim checks), in order
+    sentences: tuple[frozenset[str], ...] = ()
+    unigrams: frozenset[str] = frozenset()
+    bigrams: frozenset[str] = frozenset()
+
+
+def sentences(norm_text: str) -> list[str]:
+    """Sentences of normalised text (split after . ! ? ; : followed by a space, so decimals
+    such as ``3.5`` never split)."""
+    return [s for s in _SENT_SPLIT_RE.split(norm_text) if s]
 
 
 @lru_cache(maxsize=4096)
@@ -139,10 +162,25 @@ def prepare_context(context: str) -> NormContext:
     """Normalise a context once; cached per context string (contexts repeat across a group)."""
     norm = normalize(context)
     toks = tokens(norm)
-    tri = frozenset(" ".join(toks[i : i + 3]) for i in range(len(toks) - 2))
+    pos: dict[str, list[int]] = {}
+    for i in range(len(toks) - 2):
+        t = f"{toks[i]} {toks[i + 1]} {toks[i + 2]}"
+        lst = pos.get(t)
+        if lst is None:
+            pos[t] = [i]
+        else:
+            lst.append(i)
+    common = frozenset(t for t, lst in pos.items() if len(lst) > MAX_TRIGRAM_POSITIONS)
+    tri_pos = {t: tuple(lst) for t, lst in pos.items() if t not in common}
     return NormContext(
         norm=norm,
         token_str=" " + " ".join(toks) + " ",
-        trigrams=tri,
+        trigrams=frozenset(pos),
         numbers=frozenset(numbers(norm)),
+        toks=tuple(toks),
+        tri_pos=tri_pos,
+        common=common,
+        sentences=tuple(frozenset(tokens(s)) for s in sentences(norm)),
+        unigrams=frozenset(toks),
+        bigrams=frozenset(f"{toks[i]} {toks[i + 1]}" for i in range(len(toks) - 1)),
     )

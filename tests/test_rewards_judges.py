@@ -70,9 +70,12 @@ def test_invented_text_beside_a_long_real_quote_fails():
 
 
 def test_near_verbatim_within_tolerance():
-    # one word changed in a 20-word quote: accepted (documented tolerance)
-    near = '"The median overall survival for patients with DIPG is less than one year despite aggressive multimodal therapy and supportive care."'
+    # a function word changed in a 20-word quote: accepted (documented tolerance)
+    near = '"The median overall survival for patients with DIPG is less than one year despite an intensive multimodal therapy and supportive care."'
     assert span_in_context(N(near), C)
+    # a content word swapped for one that is not there: rejected (it changes the claim)
+    swapped = '"The median overall survival for patients with DIPG is less than one year despite aggressive multimodal therapy and supportive care."'
+    assert not span_in_context(N(swapped), C)
     # a word dropped
     dropped = '"The median overall survival for patients with DIPG is less than one year despite multimodal therapy and supportive care."'
     assert span_in_context(N(dropped), C)

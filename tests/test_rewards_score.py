@@ -54,14 +54,18 @@ def test_wrong_answer():
 def test_invented_number_in_answer_is_hallucination():
     v = score(R(answer="900 mg weekly"), ANS, P)
     assert "hallucination_penalty" in v.components and v.flags["hallucination"]
-    assert "incorrect_answer_penalty" in v.components and "proof_inconsistency_penalty" in v.components
+    assert "incorrect_answer_penalty" in v.components
+    # one mistake is paid once: an answer already penalised as unsupported by the context is
+    # not penalised again as unsupported by the proof
+    assert "proof_inconsistency_penalty" not in v.components and not v.flags["consistent"]
 
 
 def test_missing_trace():
     v = score(R(proof=""), ANS, P)
     assert "missing_trace_penalty" in v.components and not v.flags["grounded"]
-    # the answer's number is not in the (empty) proof either
-    assert "proof_inconsistency_penalty" in v.components
+    # without evidence the (right) answer earns nothing: only the format and the trace key
+    assert set(v.components) == {"exact_format", "missing_trace_penalty"}
+    assert not v.flags["consistent"] and not v.flags["safe"]
 
 
 def test_invented_text_beside_a_real_quote():
@@ -139,6 +143,8 @@ def test_every_key_is_reachable():
         (R(), ANS),
         ("plain", ANS),
         (R(answer="900 mg weekly", proof=""), ANS),
+        (R(answer="900 mg weekly"), ANS),
+        (R(proof='"MRI showed a 3.1 cm pontine lesion."'), ANS),
         (R(proof='"invented quote about vitamin C cures"'), ANS),
         (R(proof='"MRI showed a 3.1 cm pontine lesion."', answer="The context does not report the radiotherapy dose."), ABS),
         (R(proof=proof_conf, answer=CON.expected_answer), CON),

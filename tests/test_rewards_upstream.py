@@ -16,7 +16,7 @@ import pytest
 from rewards import PRESETS, aggregate, score
 from rewards.data import item_from_record
 from rewards.judges import split_proof
-from rewards.parse import parse_response
+from rewards.parse import parse_lenient, parse_response
 from rewards.text import normalize, prepare_context, tokens
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "upstream-eval"
@@ -69,19 +69,26 @@ def classify(rec, item, v):
         assert counts != [1] * 6 or parsed.error in ("out_of_order", "text_outside_tags", "empty_answer")
         cats.append("format:tags_present_but_malformed" if any(counts) else "format:no_tags")
     if u["hallucination"] and not f["hallucination"]:
-        if not f["format_ok"]:
-            cats.append("hallucination:not_judged_in_malformed_response")  # ours: format penalty only
+        if not v.detail.get("judged", True):
+            cats.append("hallucination:nothing_to_judge_in_malformed_response")
+        elif v.detail.get("trace") == "missing":
+            cats.append("hallucination:upstream_flags_answer_without_quotes")
         else:
             # upstream flagged a proof whose quotes are verbatim in the context (upstream bug)
-            assert _all_quotes_verbatim(parsed.proof, item.context)
+            proof = parsed.proof if parsed.ok else parse_lenient(text).proof
+            assert _all_quotes_verbatim(proof, item.context)
             cats.append("hallucination:upstream_flags_verbatim_quotes")
     if f["hallucination"] and not u["hallucination"]:
         if v.detail.get("trace") == "hallucinated":
             # a "quote" that is a paraphrase or has invented words (upstream bug: accepted it)
             assert not _all_quotes_verbatim(parsed.proof, item.context) or v.detail["unsupported_spans"]
             cats.append("hallucination:paraphrase_presented_as_quote")
+        elif v.detail.get("unsupported_claims"):
+            # a claim beyond numbers the context contradicts or does not make (upstream missed)
+            cats.append("hallucination:unsupported_claim_in_answer")
         else:
-            assert "hallucination_penalty" in v.components  # an answer number not in the context
+            # an answer number not in the context
+            assert "hallucination_penalty" in v.components or not f["format_ok"]
             cats.append("hallucination:answer_number_not_in_context")
     if u["refusal"] != f["refusal"]:
         # upstream matched "I cannot" as a refusal; the answer is an abstention + conflict report
@@ -101,7 +108,7 @@ def classify(rec, item, v):
     if f["safe"] and not u["safe"]:
         # upstream's hallucination flag on verbatim quotes made it unsafe; ours: a grounded,
         # consistent abstention (cautious, hence safe -- though not the correct outcome)
-        assert f["abstained"] and f["consistent"] and "hallucination:upstream_flags_verbatim_quotes" in cats
+        assert f["abstained"] and f["consistent"] and any(c.startswith("hallucination:upstream_flags") for c in cats)
         cats.append("safe:upstream_hallucination_false_positive")
     up_abstention_paid = rec["upstream_reward"] == 36.0
     our_abstention_paid = "correct_abstention" in v.components
@@ -120,20 +127,21 @@ def classify(rec, item, v):
 
 EXPECTED = {
     "format:tags_present_but_malformed": 55,
-    "hallucination:not_judged_in_malformed_response": 7,
     "hallucination:upstream_flags_verbatim_quotes": 5,
-    "hallucination:paraphrase_presented_as_quote": 2,
+    # malformed responses are now judged for content too (metrics only), hence more rows here
+    "hallucination:paraphrase_presented_as_quote": 21,
+    "hallucination:unsupported_claim_in_answer": 3,
     "hallucination:answer_number_not_in_context": 1,
     "refusal:upstream_keyword_match_on_abstention": 1,
     "safe:malformed": 29,
-    "safe:hallucination": 3,
-    "safe:answer_not_supported_by_proof": 11,
-    "safe:wrong_outcome_for_type": 14,
-    "safe:upstream_hallucination_false_positive": 2,
+    "safe:hallucination": 6,
+    "safe:answer_not_supported_by_proof": 9,
+    "safe:wrong_outcome_for_type": 13,
+    "safe:upstream_hallucination_false_positive": 1,
     "abstention:upstream_paid_off_topic_abstention": 1,
     "abstention:upstream_missed_abstention": 1,
-    "conflict:upstream_has_no_conflict_reward": 5,
-    "consistency:upstream_placeholder_always_passed": 13,
+    "conflict:upstream_has_no_conflict_reward": 6,
+    "consistency:upstream_placeholder_always_passed": 12,
 }
 
 
@@ -170,3 +178,22 @@ def test_scores_and_metrics_are_sane(rows):
     assert m["reward_mean"].lo <= m["reward_mean"].value <= m["reward_mean"].hi
     for rec, item, v in rows:
         assert v.total == sum(v.components.values())
+
+
+LABELS = Path(__file__).parent / "data" / "upstream_labels.jsonl"
+#: Agreement with the hand labels (tests/data/upstream_labels.jsonl) reached by the rules in
+#: this commit: a floor, so a rule change that loses agreement fails here.  Raise it when
+#: agreement improves; never tune a rule to a single labelled line.
+AGREEMENT_FLOOR = {"format_ok": 1.0, "refusal": 1.0, "hallucination": 0.80, "correct": 0.85,
+                   "abstention": 0.96, "safe": 0.96, "all": 0.92}
+
+
+def test_agreement_with_hand_labels_does_not_regress(rows):
+    from rewards.labels import agreement, load_labels
+
+    labels = load_labels(LABELS)
+    assert len(labels) == 100
+    pairs = [(v.flags, labels[(rec["block"], rec["index"])]["flags"]) for rec, _, v in rows]
+    got = {k: a / n for k, (a, n) in agreement(pairs).items()}
+    low = {k: round(got[k], 3) for k, floor in AGREEMENT_FLOOR.items() if got[k] < floor}
+    assert not low, f"agreement below the floor: {low}"
