@@ -90,43 +90,48 @@ def get_preset(name: str) -> dict[str, float]:
         raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}") from None
 
 
-def max_reward(preset: Mapping[str, float], task_type: str | None = None) -> float:
-    """The largest total the scorer can give under ``preset`` (for one task type, or any).
+def outcome_bounds(preset: Mapping[str, float], task_type: str = "answerable") -> dict[str, tuple[float, float]]:
+    """(lowest, highest) total of each outcome class the scorer can produce for one task type,
+    from the reachable component combinations of :func:`rewards.score`:
 
-    Computed from the reachable component combinations of :func:`rewards.score`:
-
-    * malformed response: ``format_mismatch_penalty`` (+ ``incorrect_answer_penalty`` for a
-      refusal);
-    * well-formed canned refusal: ``exact_format + missing_trace_penalty +
-      incorrect_answer_penalty``;
-    * well-formed otherwise: ``exact_format`` + one trace key (``verifiable_trace`` |
-      ``missing_trace_penalty`` | ``hallucinated_trace_penalty``) + one answer-support key
-      (``no_hallucination`` | ``hallucination_penalty``) + one outcome key (the type's reward |
-      ``incorrect_answer_penalty``) + optionally ``proof_inconsistency_penalty``.
-
-    The bound therefore holds for any preset, including odd ones with flipped signs.
+    * ``verified_right`` / ``verified_wrong``: ``exact_format + verifiable_trace`` + the
+      type's reward / ``incorrect_answer_penalty`` + ``no_hallucination`` (with optionally
+      ``proof_inconsistency_penalty``) or ``hallucination_penalty``;
+    * ``missing``: ``exact_format + missing_trace_penalty`` (+ ``hallucination_penalty``);
+    * ``fabricated``: ``exact_format + hallucinated_trace_penalty + hallucination_penalty``;
+    * ``refusal``: ``exact_format + missing_trace_penalty + incorrect_answer_penalty``;
+    * ``malformed``: ``format_mismatch_penalty`` (+ ``incorrect_answer_penalty``).
     """
     p = validate_preset(preset)
+    if task_type not in OUTCOME_KEY:
+        raise ValueError(f"unknown task type {task_type!r}")
+    base = p["exact_format"] + p["verifiable_trace"]
+
+    def verified(outcome: float) -> list[float]:
+        return [base + p["no_hallucination"] + outcome, base + p["no_hallucination"] + outcome + p["proof_inconsistency_penalty"],
+                base + p["hallucination_penalty"] + outcome]
+
+    def span(xs: list[float]) -> tuple[float, float]:
+        return (float(min(xs)), float(max(xs)))
+
+    m = p["exact_format"] + p["missing_trace_penalty"]
+    return {
+        "verified_right": span(verified(p[OUTCOME_KEY[task_type]])),
+        "verified_wrong": span(verified(p["incorrect_answer_penalty"])),
+        "missing": span([m, m + p["hallucination_penalty"]]),
+        "fabricated": span([p["exact_format"] + p["hallucinated_trace_penalty"] + p["hallucination_penalty"]]),
+        "refusal": span([m + p["incorrect_answer_penalty"]]),
+        "malformed": span([p["format_mismatch_penalty"], p["format_mismatch_penalty"] + p["incorrect_answer_penalty"]]),
+    }
+
+
+def max_reward(preset: Mapping[str, float], task_type: str | None = None) -> float:
+    """The largest total the scorer can give under ``preset`` (for one task type, or any):
+    the highest bound of :func:`outcome_bounds` over its outcome classes.  The bound
+    therefore holds for any preset, including odd ones with flipped signs."""
+    validate_preset(preset)
     types = TASK_TYPES if task_type is None else (task_type,)
-    for t in types:
-        if t not in OUTCOME_KEY:
-            raise ValueError(f"unknown task type {t!r}")
-    best = -math.inf
-    for t in types:
-        malformed = max(
-            p["format_mismatch_penalty"],
-            p["format_mismatch_penalty"] + p["incorrect_answer_penalty"],
-        )
-        refusal = p["exact_format"] + p["missing_trace_penalty"] + p["incorrect_answer_penalty"]
-        wellformed = (
-            p["exact_format"]
-            + max(p["verifiable_trace"], p["missing_trace_penalty"], p["hallucinated_trace_penalty"])
-            + max(p["no_hallucination"], p["hallucination_penalty"])
-            + max(p[OUTCOME_KEY[t]], p["incorrect_answer_penalty"])
-            + max(0.0, p["proof_inconsistency_penalty"])
-        )
-        best = max(best, malformed, refusal, wellformed)
-    return float(best)
+    return float(max(hi for t in types for _, hi in outcome_bounds(preset, t).values()))
 
 
 class LivePreset:

@@ -170,7 +170,8 @@ def test_max_reward_is_computed():
     bigger = {**P, "correct_synthesis": 100.0}
     assert max_reward(bigger, "answerable") == 130 and max_reward(bigger) == 130
     flipped = {**P, "proof_inconsistency_penalty": 3.0, "hallucination_penalty": 7.0}
-    assert max_reward(flipped, "answerable") == 10 + 15 + 7 + 20 + 3
+    # the inconsistency penalty is paid only beside no_hallucination (never twice for one mistake)
+    assert max_reward(flipped, "answerable") == 10 + 15 + max(5 + 3, 7) + 20
     with pytest.raises(ValueError):
         max_reward(P, "nope")
 
@@ -249,3 +250,28 @@ def test_property_max_reward_bounds_any_preset(vals, resp, item):
 def test_expected_answer_given_as_full_reference():
     it = Item("r", "answerable", CTX, ANS.question, "<think>x</think><proof>y</proof><answer>625 mg weekly</answer>")
     assert score(R(), it, P).flags["correct"]
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+@pytest.mark.parametrize("t", ["answerable", "abstain", "conflict"])
+def test_safety_orderings_of_shipped_presets(name, t):
+    """verifiable and right > verifiable and wrong > missing proof > fabricated proof, whatever
+    the answer; a correct abstention > any fabricated answer."""
+    from rewards.presets import outcome_bounds
+
+    b = outcome_bounds(PRESETS[name], t)
+    assert b["verified_right"][0] > b["verified_wrong"][1]
+    assert b["verified_wrong"][0] > b["missing"][1]
+    assert b["missing"][0] > b["fabricated"][1]
+    assert outcome_bounds(PRESETS[name], "abstain")["verified_right"][0] > b["fabricated"][1]
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_fabricated_proof_never_outranks_honest_one_when_scored(name):
+    p = PRESETS[name]
+    fabricated_right = score(R(proof='"ONC201 cured every child in the trial at 625 mg weekly."'), ANS, p)
+    honest_wrong = score(R(answer="900 mg weekly"), ANS, p)
+    missing_right = score(R(proof=""), ANS, p)
+    honest_right = score(R(), ANS, p)
+    assert fabricated_right.flags["hallucination"] and "no_hallucination" not in fabricated_right.components
+    assert honest_right.total > honest_wrong.total > missing_right.total > fabricated_right.total
