@@ -3,11 +3,17 @@
 Definitions (n = number of verdicts unless stated):
 
 * ``reward_mean`` / ``reward_median`` / ``reward_std`` (population) / ``reward_min`` /
-  ``reward_max`` of the finite totals; CI: seeded percentile bootstrap (2,000 resamples).
+  ``reward_max`` of the finite totals; CIs computed analytically in O(n log n) with no
+  resampling (``reward_metrics``): mean and std by the normal approximation (the std by the
+  delta method), the median by the distribution-free order-statistic interval, min and max
+  by the exact quantiles of their bootstrap distribution.  (``bootstrap_reward_metrics``, the
+  seeded percentile bootstrap, is kept for comparison.)
 * ``safe_rate``: fraction with flag ``safe`` (well formed, no hallucination, proof-consistent,
   and either correct for its type or an explicit abstention / conflict report; never a refusal).
 * ``hallucination_rate``: fraction with flag ``hallucination`` (a proof span not in the context,
-  or an answer number not in the context).  Malformed responses are not judged (counted False).
+  or an answer claim the context does not support), over all responses: malformed ones are
+  judged on a best-effort parse.  ``unjudged_rate`` (in ``aggregate``) is the fraction that had
+  no proof or answer to judge at all (counted False in the other rates).
 * ``refusal_rate``: fraction that are canned refusals.
 * ``consistency_rate``: fraction with flag ``consistent`` (answer claims supported by the proof;
   malformed responses count as not consistent).
@@ -113,6 +119,46 @@ def bootstrap_reward_metrics(
     return out
 
 
+def _quantile_index(cdf, q: float) -> int:
+    import numpy as np
+
+    return int(min(len(cdf) - 1, np.searchsorted(cdf, q - 1e-12)))
+
+
+def reward_metrics(values: Sequence[float]) -> dict[str, Metric]:
+    """Reward statistics with analytic 95 % CIs (see the module docstring); deterministic,
+    O(n log n) time and O(n) memory."""
+    import numpy as np
+
+    n = len(values)
+    if n == 0:
+        return {k: Metric(math.nan, math.nan, math.nan, 0) for k in REWARD_METRICS}
+    a = np.sort(np.asarray(values, dtype=float))
+    mean = float(a.mean())
+    sd = float(a.std())
+    out = {}
+    half = Z95 * float(a.std(ddof=1)) / math.sqrt(n) if n > 1 else 0.0
+    out["reward_mean"] = Metric(mean, mean - half, mean + half, n)
+    j = max(0, int(math.floor(n / 2 - Z95 * math.sqrt(n) / 2)))
+    k = min(n - 1, int(math.ceil(n / 2 + Z95 * math.sqrt(n) / 2)))
+    out["reward_median"] = Metric(float(np.median(a)), float(a[j]), float(a[k]), n)
+    if sd > 0 and n > 1:
+        m4 = float(((a - mean) ** 4).mean())
+        se = math.sqrt(max(0.0, m4 - sd**4) / (4 * sd * sd * n))
+        out["reward_std"] = Metric(sd, max(0.0, sd - Z95 * se), sd + Z95 * se, n)
+    else:
+        out["reward_std"] = Metric(sd, sd, sd, n)
+    # bootstrap distribution of the minimum: P(min <= a_i) = 1 - (1 - (i+1)/n)^n
+    i = np.arange(1, n + 1, dtype=float)
+    cdf_min = 1.0 - (1.0 - i / n) ** n
+    cdf_max = ((i - 1) / n) ** n  # P(max < a_i)
+    out["reward_min"] = Metric(float(a[0]), float(a[_quantile_index(cdf_min, 0.025)]), float(a[_quantile_index(cdf_min, 0.975)]), n)
+    lo_i = max(0, int(np.searchsorted(cdf_max, 0.025, side="right")) - 1)
+    hi_i = max(0, int(np.searchsorted(cdf_max, 0.975, side="right")) - 1)
+    out["reward_max"] = Metric(float(a[-1]), float(a[lo_i]), float(a[hi_i]), n)
+    return out
+
+
 def _types(verdicts: Sequence[Verdict], items: Sequence[Item] | None) -> list[str]:
     if items is not None:
         if len(items) != len(verdicts):
@@ -159,8 +205,10 @@ def aggregate(
     """All metrics (see module docstring) with 95 % CIs."""
     vs = list(verdicts)
     totals = [v.total for v in vs if math.isfinite(v.total)]
-    out = bootstrap_reward_metrics(totals, seed=seed)
-    for k, (s, n) in rate_counts(vs, items).items():
+    out = reward_metrics(totals)
+    counts = rate_counts(vs, items)
+    counts["unjudged_rate"] = (sum(1 for v in vs if v.detail.get("judged", True) is False), len(vs))
+    for k, (s, n) in counts.items():
         lo, hi = wilson(s, n)
         out[k] = Metric(s / n if n else math.nan, lo, hi, n)
     return out

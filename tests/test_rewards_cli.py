@@ -92,3 +92,45 @@ def test_module_entry_point(tmp_path):
     f = _write(tmp_path, [_rec(it)])
     p = subprocess.run([sys.executable, "-m", "rewards.cli", "score", str(f), "--json"], capture_output=True, text=True)
     assert p.returncode == 0 and json.loads(p.stdout)["items"][0]["reward"] == 50.0
+
+
+def test_deeply_nested_line_is_a_clear_error_not_a_traceback(tmp_path):
+    items = generate_items(3, seed=4)
+    nested = '{"response": "x", "context": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    f = _write(tmp_path, [_rec(items[0]), nested, _rec(items[1])])
+    rc, out, err = run(["score", str(f), "--json"])
+    assert rc == 1 and "Traceback" not in err
+    assert f"{f}:2: invalid JSON: nested too deeply" in err
+    assert len(json.loads(out)["items"]) == 2  # the other lines are still scored
+
+
+def test_oversized_context_and_line_are_clear_errors(tmp_path, monkeypatch):
+    import rewards.cli as cli
+
+    items = generate_items(2, seed=5)
+    big = json.dumps({"context": "MRI showed a lesion. " * 60_000, "question": "q?", "expected_answer": "a",
+                      "response": "<think></think><proof>\"MRI showed a lesion.\"</proof><answer>a</answer>"})
+    f = _write(tmp_path, [big, _rec(items[0])])
+    rc, out, err = run(["score", str(f)])
+    assert rc == 1 and f"{f}:1: \"context\" is 1,260,000 characters; the limit is 1,000,000" in err
+    monkeypatch.setattr(cli, "MAX_LINE_CHARS", 1000)
+    rc, out, err = run(["score", str(f)])
+    assert rc == 1 and f"{f}:1: line is" in err and "the limit is 1,000" in err
+
+
+def test_many_quotes_against_a_large_context_are_scored(tmp_path):
+    """The work per quote is bounded by the trigram index (at most MAX_TRIGRAM_POSITIONS places
+    per trigram), not by the context size: 2,000 quotes against a 900 KB context of repeated
+    sentences are scored, each judged against the context."""
+    ctx = "".join(f"Patient {i} received ONC201 at {i} mg weekly with stable disease. " for i in range(14_000))
+    quotes = "\n".join(f'"Patient {i} received ONC201 at {i} mg weekly with stable disease."' for i in range(0, 14_000, 7))
+    bad = '"Patient 5 received ONC201 at 7 mg weekly with stable disease."'
+    rec = {"context": ctx, "question": "What dose did patient 7 receive?", "expected_answer": "7 mg weekly"}
+    good_resp = f"<think></think><proof>{quotes}</proof><answer>7 mg weekly</answer>"
+    bad_resp = f"<think></think><proof>{quotes}\n{bad}</proof><answer>7 mg weekly</answer>"
+    f = _write(tmp_path, [json.dumps({**rec, "response": good_resp}), json.dumps({**rec, "response": bad_resp})])
+    rc, out, err = run(["score", str(f), "--json"])
+    assert rc == 0, err
+    a, b = json.loads(out)["items"]
+    assert a["flags"]["grounded"] and not a["flags"]["hallucination"]
+    assert not b["flags"]["grounded"] and b["flags"]["hallucination"]  # a number swapped in one quote

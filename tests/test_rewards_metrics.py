@@ -52,7 +52,7 @@ def test_aggregate_definitions():
         _v(30, "conflict", format_ok=True, abstained=True, conflict_reported=True, correct=True, hallucination=True),
     ]
     m = aggregate(vs)
-    assert set(m) == set(REWARD_METRICS) | set(RATE_METRICS)
+    assert set(m) == set(REWARD_METRICS) | set(RATE_METRICS) | {"unjudged_rate"}
     assert m["format_error_rate"].value == pytest.approx(1 / 6)
     assert m["safe_rate"].value == pytest.approx(3 / 6)
     assert m["refusal_rate"].value == pytest.approx(1 / 6)
@@ -101,3 +101,37 @@ def test_evaluate_helper():
     assert m["abstention_accuracy"].value == 1.0 and m["abstention_accuracy"].n == 30
     with pytest.raises(ValueError):
         evaluate([], items, P)
+
+
+def test_analytic_intervals_agree_with_the_bootstrap():
+    """The analytic CIs used by aggregate() contain the point value and land close to the
+    seeded percentile bootstrap they replace (which costs O(resamples x n) memory)."""
+    import random
+
+    from rewards.metrics import reward_metrics
+
+    rnd = random.Random(3)
+    vals = [rnd.choice([-10.0, 0.0, 5.0, 20.0, 35.0, 50.0, 60.0]) + rnd.random() for _ in range(400)]
+    fast, boot = reward_metrics(vals), bootstrap_reward_metrics(vals, seed=1)
+    for k in REWARD_METRICS:
+        f, b = fast[k], boot[k]
+        assert f.lo <= f.value <= f.hi and f.n == 400
+        assert f.value == pytest.approx(b.value)
+        width = max(b.hi - b.lo, 1e-9)
+        assert abs(f.lo - b.lo) <= 0.5 * width + 0.5 and abs(f.hi - b.hi) <= 0.5 * width + 0.5, k
+    assert reward_metrics(vals) == fast  # deterministic, no seed
+    one = reward_metrics([7.0])
+    assert all((one[k].lo, one[k].value, one[k].hi) == (7.0, 7.0, 7.0) for k in REWARD_METRICS if k != "reward_std")
+    assert (one["reward_std"].lo, one["reward_std"].value, one["reward_std"].hi) == (0.0, 0.0, 0.0)
+
+
+def test_unjudged_is_counted_separately():
+    from rewards import Item, get_preset, score
+
+    it = Item("a", "answerable", "ONC201 was given at 625 mg weekly.", "What dose?", "625 mg weekly")
+    vs = [score("no tags at all", it, get_preset("medium")),
+          score("<think>x</think><proof>\"ONC201 was given at 900 mg weekly.\"", it, get_preset("medium"))]
+    m = aggregate(vs)
+    assert m["unjudged_rate"].value == 0.5 and m["unjudged_rate"].n == 2
+    # the malformed but judgeable response's invented quote counts in the hallucination rate
+    assert m["hallucination_rate"].value == 0.5 and vs[1].total == get_preset("medium")["format_mismatch_penalty"]
