@@ -1,8 +1,12 @@
-"""Scoring throughput on the 100 real upstream responses (repeated), on one core.
+"""Grader agreement with the hand labels, and scoring throughput and memory.
 
-    python bench/bench_rewards.py [--data DIR] [--repeat N] [--preset NAME]
+    python bench/bench_rewards.py [--data DIR] [--repeat N] [--preset NAME] [--lines N]
 
-Prints responses/second for the plain scorer and for the DipgReward batch call.  The data
+Prints (1) the grader's agreement with tests/data/upstream_labels.jsonl per flag; (2)
+responses/second for the plain scorer and for the DipgReward batch call on the 100 real
+upstream responses (repeated, one core); (3) `curriculum score` as a whole process on a file
+of N real lines (default 20,000: the 100 responses repeated), its lines/s and peak memory
+(max RSS of the child process).  The data
 directory defaults to ../shared/data/upstream-eval relative to the repository root (or
 $UPSTREAM_EVAL_DIR); when it is absent the synthetic references are used instead.
 Goal: >= 10,000 responses/s (the original implementation managed about 560/s).
@@ -22,7 +26,60 @@ sys.path.insert(0, str(ROOT))
 
 from rewards import DipgReward, LivePreset, get_preset, score  # noqa: E402
 from rewards.data import generate_items, item_from_record  # noqa: E402
+from rewards.labels import LABEL_FLAGS, agreement, load_labels  # noqa: E402
 from rewards.text import prepare_context  # noqa: E402
+
+LABELS = ROOT / "tests" / "data" / "upstream_labels.jsonl"
+
+
+def print_agreement(data_dir: Path, preset) -> None:
+    if not LABELS.is_file() or not data_dir.is_dir():
+        print("agreement: labels or upstream data not found")
+        return
+    labels = load_labels(LABELS)
+    pairs = []
+    for f in sorted(data_dir.glob("block*.jsonl")):
+        for line in f.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                v = score(rec["response"], item_from_record(rec, "x"), preset)
+                pairs.append((v.flags, labels[(rec["block"], rec["index"])]["flags"]))
+    agree = agreement(pairs)
+    print(f"agreement with hand labels ({len(pairs)} responses):")
+    for k in list(LABEL_FLAGS) + ["all"]:
+        a, n = agree[k]
+        print(f"  {k:<14}{a:>4}/{n:<4} {a / n:6.1%}")
+
+
+def whole_process(data_dir: Path, n_lines: int, preset: str) -> None:
+    import resource
+    import subprocess
+    import tempfile
+
+    lines = []
+    for f in sorted(data_dir.glob("block*.jsonl")):
+        lines += [x for x in f.read_text(encoding="utf-8").splitlines() if x.strip()]
+    if not lines:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "lines.jsonl"
+        with open(path, "w", encoding="utf-8") as out:
+            for i in range(n_lines):
+                out.write(lines[i % len(lines)] + "\n")
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            r = subprocess.run([sys.executable, "-m", "rewards.cli", "score", str(path), "--preset", preset],
+                               cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            best = min(best, time.perf_counter() - t0)
+            if r.returncode != 0:
+                print("curriculum score failed:", r.stderr[-500:])
+                return
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        size_mb = path.stat().st_size / 1e6
+    print(f"whole process: curriculum score on {n_lines:,} real lines ({size_mb:.0f} MB): "
+          f"{n_lines / best:,.0f} lines/s wall clock (best of 3, {best:.2f} s incl. start-up); "
+          f"peak memory {peak_mb:,.0f} MB (max RSS)")
 
 
 def load_pairs(data_dir: Path):
@@ -42,9 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=200)
     ap.add_argument("--preset", default="medium")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--lines", type=int, default=20_000, help="lines for the whole-process run (0: skip)")
     args = ap.parse_args(argv)
     preset = get_preset(args.preset)
     data_dir = Path(args.data)
+    print_agreement(data_dir, preset)
     pairs = load_pairs(data_dir) if data_dir.is_dir() else []
     source = f"{len(pairs)} upstream responses from {data_dir}"
     if not pairs:
@@ -90,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         score(resp, item, preset)
     dt = time.process_time() - t0
     print(f"cold cache:   {len(pairs) / dt:,.0f} responses/s (every context normalised once)")
+    if args.lines and data_dir.is_dir():
+        whole_process(data_dir, args.lines, args.preset)
     return 0
 
 

@@ -762,11 +762,18 @@ def judge_strength_claims(answer_norm: str, ctx: NormContext, question_norm: str
     ]
     if not found:
         return []
-    support: set[str] = set()
-    for s in ctx.sentences + tuple(frozenset(tokens(q)) for q in _split_sentences(question_norm)):
-        if not (s & _NEG_CUES):
-            support |= s
+    support = _affirmed_tokens(ctx.sentences) | _affirmed_tokens(tuple(frozenset(tokens(q)) for q in _split_sentences(question_norm)))
     return [t for _, t in found if not (_STRENGTH_TERMS[t] & support)]
+
+
+@lru_cache(maxsize=8192)
+def _affirmed_tokens(sents: tuple[frozenset[str], ...]) -> frozenset[str]:
+    """Tokens of the sentences that have no negation cue (memoised per context/question)."""
+    out: set[str] = set()
+    for s in sents:
+        if not (s & _NEG_CUES):
+            out |= s
+    return frozenset(out)
 
 
 def _split_sentences(norm_text: str) -> list[str]:
@@ -825,7 +832,9 @@ def judge_abstention_truthful(answer_norm: str, ctx: NormContext) -> list[str]:
     "specific" and meta words removed).  A hedged abstention ("no definitive diagnosis") is
     not checked, nor "cannot be determined" (an inference, judged by correctness).  Returns
     the misstated topics, [] when none."""
-    bad = []
+    bad: list[str] = []
+    if not judge_abstention(answer_norm):
+        return bad
     for sent in _SENTENCE_RE.split(answer_norm):
         if not sent or not judge_abstention(sent):
             continue
