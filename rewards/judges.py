@@ -388,6 +388,51 @@ def _reference_facts(expected_norm: str) -> tuple[frozenset[str], frozenset[str]
     return frozenset(numbers(expected_norm)), frozenset(content_terms(expected_norm)), has_negation(expected_norm)
 
 
+# Schedule and route phrases, rewritten to one token each before answers are compared, so
+# "once a week" == "once weekly" == "weekly" and "twice weekly" != "once weekly".
+_SCHEDULE_RES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pat), tok)
+    for pat, tok in (
+        (r"\b(?:three times|thrice|3 times|3x) (?:a |per |each |every )?week(?:ly)?\b|\btiw\b", " sched3xweek "),
+        (r"\b(?:twice|two times|2 times|2x) (?:a |per |each |every )?week(?:ly)?\b|\btwice-weekly\b|\bbiw\b", " sched2xweek "),
+        (r"\bevery (?:other|2nd|second) week\b|\bevery 2 weeks\b|\bbiweekly\b|\bq2w\b", " schedq2week "),
+        (r"\bevery (?:3|three) weeks\b|\bq3w\b", " schedq3week "),
+        (r"\bonce (?:a |per |each |every )?week(?:ly)?\b|\bevery week\b|\bweekly\b|\bqw\b", " sched1xweek "),
+        (r"\b(?:twice|two times|2 times) (?:a |per |each )?day\b|\btwice daily\b|\bbid\b", " sched2xday "),
+        (r"\b(?:three times|3 times) (?:a |per |each )?day\b|\bthree times daily\b|\btid\b", " sched3xday "),
+        (r"\bonce (?:a |per |each )?day\b|\bonce daily\b|\bevery day\b|\bdaily\b|\bqd\b", " sched1xday "),
+        (r"\b(?:orally|oral|by mouth|po)\b", " routeoral "),
+        (r"\b(?:intravenously|intravenous|iv)\b", " routeiv "),
+    )
+)
+_SCHEDULE_KEYS = ("week", "day", "daily", "tiw", "biw", "qw", "q2w", "q3w", "bid", "tid", "qd", "oral", "po", "iv", "intraven", "mouth")
+
+
+def _schedules(norm_text: str) -> tuple[str, set[str]]:
+    """(text with schedule/route phrases replaced by tokens, the set of those tokens)."""
+    if not any(k in norm_text for k in _SCHEDULE_KEYS):
+        return norm_text, set()
+    for r, tok in _SCHEDULE_RES:
+        norm_text = r.sub(tok, norm_text)
+    found = {t for t in norm_text.split() if t.startswith(("sched", "route"))}
+    return norm_text, found
+
+
+def judge_schedule(answer_norm: str, expected_norm: str) -> bool:
+    """Frequency and route agree: every schedule or route the answer states ("twice
+    weekly", "once a week", "orally", "IV") is one the reference states, for each kind
+    (frequency, route) the reference states.  "625 mg twice weekly" is wrong against "625 mg
+    once weekly"; "once a week" is right against "weekly"."""
+    _, a = _schedules(answer_norm)
+    _, r = _schedules(expected_norm)
+    for kind in ("sched", "route"):
+        rk = {t for t in r if t.startswith(kind)}
+        ak = {t for t in a if t.startswith(kind)}
+        if rk and ak and not ak <= rk:
+            return False
+    return True
+
+
 def judge_correct(answer_norm: str, expected_norm: str, question_norm: str = "") -> bool:
     """Answer-correctness component for answerable items (no shared-word shortcut).
 
@@ -403,6 +448,10 @@ def judge_correct(answer_norm: str, expected_norm: str, question_norm: str = "")
     """
     if not expected_norm:
         return False
+    if not judge_schedule(answer_norm, expected_norm):
+        return False
+    answer_norm = _schedules(answer_norm)[0]
+    expected_norm = _schedules(expected_norm)[0]
     ref_nums, ref_all_terms, ref_neg = _reference_facts(expected_norm)
     ans_nums = numbers(answer_norm)
     if not ref_nums <= ans_nums:

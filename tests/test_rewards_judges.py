@@ -273,3 +273,14 @@ def test_consistency_numbers_and_terms():
     assert judge_consistency(N("The context does not report it."), proof, q, about_context=True)
     assert not judge_consistency(N("The context does not report it, but 900 mg is usual."), proof, q, about_context=True)
     assert judge_consistency(N(""), proof, q)
+
+
+def test_frequency_and_route_decide_correctness():
+    from rewards.judges import judge_correct
+
+    ref = N("625 mg once weekly")
+    assert not judge_correct(N("625 mg twice weekly"), ref, N("What ONC201 dose was given?"))
+    assert judge_correct(N("625 mg once a week"), ref, N("What ONC201 dose was given?"))
+    assert judge_correct(N("ONC201 625 mg weekly"), ref, N("What ONC201 dose was given?"))
+    assert not judge_correct(N("625 mg orally once weekly"), N("625 mg intravenously once weekly"), N("What dose?"))
+    assert not judge_correct(N("20 mg/m2 three times weekly"), N("20 mg/m2 twice weekly"), N("What dose?"))
