@@ -390,9 +390,7 @@ def _reference_facts(expected_norm: str) -> tuple[frozenset[str], frozenset[str]
 
 # Schedule and route phrases, rewritten to one token each before answers are compared, so
 # "once a week" == "once weekly" == "weekly" and "twice weekly" != "once weekly".
-_SCHEDULE_RES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pat), tok)
-    for pat, tok in (
+_SCHEDULE_PATTERNS: tuple[tuple[str, str], ...] = (
         (r"\b(?:three times|thrice|3 times|3x) (?:a |per |each |every )?week(?:ly)?\b|\btiw\b", " sched3xweek "),
         (r"\b(?:twice|two times|2 times|2x) (?:a |per |each |every )?week(?:ly)?\b|\btwice-weekly\b|\bbiw\b", " sched2xweek "),
         (r"\bevery (?:other|2nd|second) week\b|\bevery 2 weeks\b|\bbiweekly\b|\bq2w\b", " schedq2week "),
@@ -403,19 +401,29 @@ _SCHEDULE_RES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"\bonce (?:a |per |each )?day\b|\bonce daily\b|\bevery day\b|\bdaily\b|\bqd\b", " sched1xday "),
         (r"\b(?:orally|oral|by mouth|po)\b", " routeoral "),
         (r"\b(?:intravenously|intravenous|iv)\b", " routeiv "),
-    )
 )
+#: all of them as one alternation (earlier patterns win), each a named group
+_SCHEDULE_RE = re.compile("|".join(f"(?P<g{i}>{pat})" for i, (pat, _) in enumerate(_SCHEDULE_PATTERNS)))
+_SCHEDULE_TOKENS = {f"g{i}": tok for i, (_, tok) in enumerate(_SCHEDULE_PATTERNS)}
 _SCHEDULE_KEYS = ("week", "day", "daily", "tiw", "biw", "qw", "q2w", "q3w", "bid", "tid", "qd", "oral", "po", "iv", "intraven", "mouth")
 
 
-def _schedules(norm_text: str) -> tuple[str, set[str]]:
+def _schedules(norm_text: str) -> tuple[str, frozenset[str]]:
     """(text with schedule/route phrases replaced by tokens, the set of those tokens)."""
     if not any(k in norm_text for k in _SCHEDULE_KEYS):
-        return norm_text, set()
-    for r, tok in _SCHEDULE_RES:
-        norm_text = r.sub(tok, norm_text)
-    found = {t for t in norm_text.split() if t.startswith(("sched", "route"))}
-    return norm_text, found
+        return norm_text, frozenset()
+    found: set[str] = set()
+
+    def sub(m: re.Match[str]) -> str:
+        tok = _SCHEDULE_TOKENS[m.lastgroup or ""]
+        found.add(tok.strip())
+        return tok
+
+    return _SCHEDULE_RE.sub(sub, norm_text), frozenset(found)
+
+
+#: for reference answers, which repeat (answers are not memoised: they rarely repeat)
+_reference_schedules = lru_cache(maxsize=8192)(_schedules)
 
 
 def judge_schedule(answer_norm: str, expected_norm: str) -> bool:
@@ -424,7 +432,7 @@ def judge_schedule(answer_norm: str, expected_norm: str) -> bool:
     (frequency, route) the reference states.  "625 mg twice weekly" is wrong against "625 mg
     once weekly"; "once a week" is right against "weekly"."""
     _, a = _schedules(answer_norm)
-    _, r = _schedules(expected_norm)
+    _, r = _reference_schedules(expected_norm)
     for kind in ("sched", "route"):
         rk = {t for t in r if t.startswith(kind)}
         ak = {t for t in a if t.startswith(kind)}
@@ -451,7 +459,7 @@ def judge_correct(answer_norm: str, expected_norm: str, question_norm: str = "")
     if not judge_schedule(answer_norm, expected_norm):
         return False
     answer_norm = _schedules(answer_norm)[0]
-    expected_norm = _schedules(expected_norm)[0]
+    expected_norm = _reference_schedules(expected_norm)[0]
     ref_nums, ref_all_terms, ref_neg = _reference_facts(expected_norm)
     ans_nums = numbers(answer_norm)
     if not ref_nums <= ans_nums:
