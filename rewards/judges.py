@@ -456,10 +456,11 @@ def judge_correct(answer_norm: str, expected_norm: str, question_norm: str = "")
     """
     if not expected_norm:
         return False
-    if not judge_schedule(answer_norm, expected_norm):
-        return False
-    answer_norm = _schedules(answer_norm)[0]
-    expected_norm = _reference_schedules(expected_norm)[0]
+    ref_sched, ref_found = _reference_schedules(expected_norm)
+    if ref_found:  # otherwise no schedule can disagree and the words compare as they are
+        if not judge_schedule(answer_norm, expected_norm):
+            return False
+        answer_norm, expected_norm = _schedules(answer_norm)[0], ref_sched
     ref_nums, ref_all_terms, ref_neg = _reference_facts(expected_norm)
     ans_nums = numbers(answer_norm)
     if not ref_nums <= ans_nums:
