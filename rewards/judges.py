@@ -441,6 +441,32 @@ def judge_schedule(answer_norm: str, expected_norm: str) -> bool:
     return True
 
 
+_QUANTITY_RE = re.compile(
+    r"\b(?:dose|doses|dosage|dosing|dosed|how much|how many|how long|rate|percentage|percent|mg|gy|months?|weeks?|"
+    r"days?|survival|number|cumulative|total|count|level|size|duration|frequency|schedule|volume|change|"
+    r"probability|reduction|ratio|age|when|value|concentration|threshold|risk)\b|%"
+)
+
+
+_DOSE_WORDS = frozenset("mg m2 kg gy ml mcg μg g dose doses dosage".split())
+
+
+@lru_cache(maxsize=8192)
+def _asks_quantity(question_norm: str) -> bool:
+    """Whether the question asks for an amount (a dose, a rate, a duration ...); when it does
+    not ("which therapy next?"), the reference's numbers are not required of the answer.  A
+    question of unknown wording ("") asks one."""
+    return not question_norm or _QUANTITY_RE.search(question_norm) is not None
+
+
+@lru_cache(maxsize=8192)
+def _headline(expected_norm: str) -> str:
+    """The first sentence of a reference answer: what it answers; later sentences are the
+    rationale, which a correct answer need not repeat."""
+    parts = re.split(r"(?<=[.!?])\s+(?=[a-z])", expected_norm, maxsplit=1)
+    return parts[0]
+
+
 def judge_correct(answer_norm: str, expected_norm: str, question_norm: str = "") -> bool:
     """Answer-correctness component for answerable items (no shared-word shortcut).
 
@@ -461,14 +487,20 @@ def judge_correct(answer_norm: str, expected_norm: str, question_norm: str = "")
         if not judge_schedule(answer_norm, expected_norm):
             return False
         answer_norm, expected_norm = _schedules(answer_norm)[0], ref_sched
-    ref_nums, ref_all_terms, ref_neg = _reference_facts(expected_norm)
+    headline = _headline(expected_norm)
+    ref_nums, ref_all_terms, _ = _reference_facts(expected_norm)
+    head_nums, head_terms, ref_neg = _reference_facts(headline)
     ans_nums = numbers(answer_norm)
-    if not ref_nums <= ans_nums:
-        return False
-    if ref_nums and not ans_nums <= (ref_nums | question_numbers(question_norm)):
-        return False
+    asks = _asks_quantity(question_norm)
+    if asks:
+        if not head_nums <= ans_nums:
+            return False
+        if head_nums and not ans_nums <= (ref_nums | question_numbers(question_norm)):
+            return False
     q_terms = question_terms(question_norm)
-    ref_terms = ref_all_terms - q_terms or ref_all_terms
+    ref_terms = head_terms - q_terms or head_terms
+    if not asks:  # the dose's units, schedule and route were not asked for either
+        ref_terms = {t for t in ref_terms if t not in _DOSE_WORDS and not t.startswith(("sched", "route"))} or ref_terms
     ans_terms = content_terms(answer_norm)
     if len(ans_terms - ref_all_terms - q_terms) > max(CORRECT_MIN_EXTRA_TERMS, 2 * len(ref_all_terms)):
         return False

@@ -284,3 +284,15 @@ def test_frequency_and_route_decide_correctness():
     assert judge_correct(N("ONC201 625 mg weekly"), ref, N("What ONC201 dose was given?"))
     assert not judge_correct(N("625 mg orally once weekly"), N("625 mg intravenously once weekly"), N("What dose?"))
     assert not judge_correct(N("20 mg/m2 three times weekly"), N("20 mg/m2 twice weekly"), N("What dose?"))
+
+
+def test_right_drug_without_an_unasked_dose_is_correct():
+    from rewards.judges import judge_correct
+
+    ref = N("Start panobinostat (20 mg/m2 orally twice weekly) as the next therapy. Its activity in ACVR1-mutant "
+            "DIPG and the failed first line support this.")
+    q = N("What is the most appropriate next systemic treatment?")
+    assert judge_correct(N("Start panobinostat as the next therapy."), ref, q)
+    assert not judge_correct(N("Start everolimus as the next therapy."), ref, q)
+    # when the question asks for the dose, the dose is required
+    assert not judge_correct(N("Start panobinostat as the next therapy."), ref, N("What panobinostat dose should be given?"))

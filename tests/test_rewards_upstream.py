@@ -184,8 +184,8 @@ LABELS = Path(__file__).parent / "data" / "upstream_labels.jsonl"
 #: Agreement with the hand labels (tests/data/upstream_labels.jsonl) reached by the rules in
 #: this commit: a floor, so a rule change that loses agreement fails here.  Raise it when
 #: agreement improves; never tune a rule to a single labelled line.
-AGREEMENT_FLOOR = {"format_ok": 1.0, "refusal": 1.0, "hallucination": 0.80, "correct": 0.85,
-                   "abstention": 0.96, "safe": 0.96, "all": 0.92}
+AGREEMENT_FLOOR = {"format_ok": 1.0, "refusal": 1.0, "hallucination": 0.80, "correct": 0.86,
+                   "abstention": 0.96, "safe": 0.96, "all": 0.93}
 
 
 def test_agreement_with_hand_labels_does_not_regress(rows):
