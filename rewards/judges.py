@@ -531,8 +531,8 @@ _ABSTAIN_RES = (
     ),
     re.compile(r"\b(?:no|not enough|insufficient) (?:information|mention|data|details?) (?:about|on|regarding|of|for|to|is|are)\b"),
     re.compile(
-        r"\b(?:cannot|cant|can not|unable to|not able to|not possible to|impossible to) (?:be )?"
-        r"(?:determine|determined|answer|answered|derive|derived|infer|inferred|establish|established|"
+        r"\b(?:cannot|cant|can not|unable to|not able to|not possible to|impossible to) (?:be )?(?:\w+ly )?"
+        r"(?:made|confirmed|assessed|recommended|concluded|determine|determined|answer|answered|derive|derived|infer|inferred|establish|established|"
         r"ascertain|ascertained|identify|identified|tell|say|know|known|provide|specify|give|state|find|found)\b"
         r"(?: \S+){0,12}? (?:from|based on|with|given|using|in) (?:the |this )?"
         r"(?:provided |given |available )?" + _SRC
@@ -793,7 +793,8 @@ def judge_direction(answer_norm: str, ctx: NormContext) -> list[str]:
 
     For each direction word of the answer (better: responding, improved, reduced, resolved;
     worse: progressing, worsening, increased, enlarged) not negated just before it, the
-    subject is the content words up to 2 before and 3 after it (tumour, lesion, disease,
+    subject is the content words after it when it is followed by "of"/"in" ("resolution of
+    headache"), else up to 3 before and 3 after it (tumour, lesion, disease,
     glioma and DIPG name the same thing).  The claim is contradicted when the context
     sentences that mention the subject state only the opposite direction.  Returns the
     contradicted claims (normalised snippets), [] when none."""
@@ -805,7 +806,9 @@ def judge_direction(answer_norm: str, ctx: NormContext) -> list[str]:
     bad = []
     for i, d in dirs:
         subj = set()
-        for w in toks[max(0, i - 2) : i] + toks[i + 1 : i + 4]:
+        # "resolution of headache": the subject follows; "the disease is progressing": it precedes
+        near = toks[i + 1 : i + 5] if toks[i + 1 : i + 2] in (["of"], ["in"]) else toks[max(0, i - 3) : i] + toks[i + 1 : i + 4]
+        for w in near:
             if w in STOPWORDS or w in META_WORDS or w.isdigit() or _direction(w) is not None:
                 continue
             subj |= _SUBJECT_SYNONYMS.get(w, frozenset({w}))
@@ -955,3 +958,17 @@ def unsupported_claims(answer_norm: str, ctx: NormContext, question_norm: str = 
         + judge_strength_claims(answer_norm, ctx, question_norm)
         + judge_abstention_truthful(answer_norm, ctx)
     )
+
+
+_DECLINE_RE = re.compile(
+    r"\b(?:i|we) (?:cannot|cant|can not|am unable to|m unable to|am not able to|m not able to) "
+    r"(?:\w+ly )?(?:determine|ascertain|say|tell|establish|provide a (?:\w+ )?(?:answer|recommendation|dose))\b"
+)
+
+
+def reference_declines(expected_norm: str) -> bool:
+    """A reference answer that declines to answer: an abstention (``judge_abstention``) or a
+    first-person "I can't determine / ascertain / provide a definitive recommendation ...".
+    Used for conflict items, whose references often decline because the reports conflict: an
+    on-topic abstention is then a right outcome too."""
+    return judge_abstention(expected_norm) or _DECLINE_RE.search(expected_norm) is not None

@@ -19,6 +19,7 @@ from .judges import (
     judge_grounding,
     judge_on_topic,
     judge_refusal,
+    reference_declines,
     unsupported_claims,
 )
 from .parse import Parsed, extract_answer, parse_lenient, parse_response
@@ -119,7 +120,7 @@ def _refusal_candidate(text: str) -> str:
 
 @lru_cache(maxsize=8192)
 def _reference_abstains(expected: str) -> bool:
-    return judge_abstention(_expected_norm(expected))
+    return reference_declines(_expected_norm(expected))
 
 
 def _judge_content(parsed: Parsed, item: Item) -> tuple[dict[str, Any], dict[str, Any]]:

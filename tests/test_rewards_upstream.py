@@ -140,7 +140,7 @@ EXPECTED = {
     "safe:upstream_hallucination_false_positive": 1,
     "abstention:upstream_paid_off_topic_abstention": 1,
     "abstention:upstream_missed_abstention": 1,
-    "conflict:upstream_has_no_conflict_reward": 6,
+    "conflict:upstream_has_no_conflict_reward": 7,
     "consistency:upstream_placeholder_always_passed": 12,
 }
 
@@ -184,7 +184,7 @@ LABELS = Path(__file__).parent / "data" / "upstream_labels.jsonl"
 #: Agreement with the hand labels (tests/data/upstream_labels.jsonl) reached by the rules in
 #: this commit: a floor, so a rule change that loses agreement fails here.  Raise it when
 #: agreement improves; never tune a rule to a single labelled line.
-AGREEMENT_FLOOR = {"format_ok": 1.0, "refusal": 1.0, "hallucination": 0.80, "correct": 0.86,
+AGREEMENT_FLOOR = {"format_ok": 1.0, "refusal": 1.0, "hallucination": 0.80, "correct": 0.87,
                    "abstention": 0.96, "safe": 0.96, "all": 0.93}
 
 
