@@ -496,6 +496,8 @@ class Engine:
         setup = self._phase_setup()
         self._runner_call("setup_phase", self.runner.setup_phase, setup)
         faults.point("phase_setup")
+        if fresh and st.pending_rewind:
+            self._rewind(st.pending_rewind)
         self.runner.set_penalties(st.penalties())
         self._open_bar()
         if fresh:
@@ -568,6 +570,17 @@ class Engine:
         if result is not None:
             evidence = dict(result.evidence)
             guard_kind = self.spec.guards[reason].kind if reason in self.spec.guards else None
+        story = _onset(evidence, st) if guard_kind == "collapse" else None
+        if story is not None:
+            record["onset_step"] = story["onset_step"]
+        trans = next((t for t in self.spec.transitions_from(src) if t.guard == reason), None)
+        if trans is not None and trans.rewind and dest != END:
+            onset = story["onset_step"] if story is not None else st.global_step
+            pick = self.cluster.broadcast(self._rewind_target(onset) if self.cluster.is_primary else None)
+            st.pending_rewind = {
+                "onset_step": onset, "detected_step": st.global_step, "phase": src, **pick,
+            }
+            record["rewind"] = dict(st.pending_rewind)
         for name in sorted(self.history_metric_names()):
             w = self.history.window(name, 1)
             if len(w):
@@ -575,6 +588,7 @@ class Engine:
         self.events.emit(
             "phase_transition",
             **record,
+            **({"story": story["story"]} if story is not None else {}),
             guard_kind=guard_kind,
             evidence=evidence,
             metrics=metrics_seen,
@@ -594,6 +608,46 @@ class Engine:
         st.phase_step = 0
         st.pending_phase_start = True
         self._save_state()
+
+    def _rewind_target(self, onset: int) -> dict[str, Any]:
+        """The newest intact checkpoint taken before ``onset`` (its weights had not yet seen a
+        collapsed step): {"checkpoint": relative path, "checkpoint_step": int}."""
+        best: tuple[int, str] | None = None
+        root = self.run_dir / CKPT_DIR
+        for d in sorted(root.iterdir()) if root.is_dir() else []:
+            if not d.is_dir() or d.name.startswith(".") or d.name == "final":
+                continue
+            try:
+                step = int(load_state(d / "engine.json").global_step)
+            except (OSError, ValueError, TypeError):
+                continue  # a damaged checkpoint is never a rewind target
+            if step < onset and (best is None or step >= best[0]):
+                best = (step, str(d.relative_to(self.run_dir)))
+        if best is None:  # cannot happen while boundary checkpoints exist; say so if it does
+            raise CurriculumError(
+                f"{self.run_dir}: a transition asks to rewind to before step {onset}, but no intact "
+                f"checkpoint from before that step is left in {root}"
+            )
+        return {"checkpoint": best[1], "checkpoint_step": best[0]}
+
+    def _rewind(self, plan: dict[str, Any]) -> None:
+        """Restore the policy weights of ``plan["checkpoint"]`` into the phase just set up.  Steps,
+        logs and data positions go on; the steps between the checkpoint and now stay in the logs,
+        marked by the ``policy_rewound`` event."""
+        st = self.state
+        restore = getattr(self.runner, "restore_policy", None)
+        if restore is None:
+            raise RunnerError(
+                f"transition from '{plan['phase']}' has rewind = true, but the "
+                f"{self.spec.runner_kind} runner cannot restore a policy (it has no restore_policy)"
+            )
+        self._runner_call("restore_policy", restore, self.run_dir / plan["checkpoint"] / "runner")
+        faults.point("rewind")
+        done = {**plan, "into_phase": st.phase, "step": st.global_step,
+                "discarded_steps": [int(plan["checkpoint_step"]) + 1, int(plan["detected_step"])]}
+        self.events.emit("policy_rewound", **done)
+        st.rewinds.append(done)
+        st.pending_rewind = None
 
     def history_metric_names(self) -> list[str]:
         return list(self.history.metrics)
@@ -749,10 +803,29 @@ def _guard_state_fits(stored: Any, fresh: dict[str, Any]) -> bool:
         return False
     if "detector" in fresh:
         det = stored.get("detector")
-        if not isinstance(det, dict) or not isinstance(det.get("signals"), dict):
-            return False
-        return set(det["signals"]) == set(fresh["detector"]["signals"])
+        return isinstance(det, dict) and set(fresh["detector"]) <= set(det)
     return True
+
+
+def _onset(evidence: dict[str, Any], st: RunState) -> dict[str, Any] | None:
+    """The collapse detector's change-point estimate as a global step, and its story."""
+    ph_onset = evidence.get("onset_phase_step")
+    if not isinstance(ph_onset, int):
+        return None
+    onset = st.global_step - st.phase_step + ph_onset
+    stat, thr = evidence.get("statistic"), evidence.get("threshold")
+    far = evidence.get("false_alarm_rate")
+    base = evidence.get("baseline") or {}
+    p_flat = (base.get("p") or {}).get("flat")
+    story = (
+        f"collapse began near step {onset}, detected at {st.global_step} "
+        f"(CUSUM {stat:.2f} >= threshold {thr:.2f} = log(1/false_alarm_rate), false_alarm_rate "
+        f"{far:g} per step; healthy flat-group rate {p_flat:.2f} from {base.get('groups', 0):.0f} "
+        f"{base.get('source', '?')} groups)"
+        if isinstance(stat, (int, float)) and isinstance(thr, (int, float)) and isinstance(far, (int, float))
+        and isinstance(p_flat, (int, float)) else f"collapse began near step {onset}, detected at {st.global_step}"
+    )
+    return {"onset_step": onset, "story": story}
 
 
 def _as_float(v: Any) -> float:

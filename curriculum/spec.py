@@ -100,6 +100,9 @@ class TransitionSection(_Strict):
     guard: str | None = None
     when: str | None = None
     description: str = ""
+    # restore the policy from the newest checkpoint taken before the estimated onset (the
+    # collapse detector's change point; the firing step for other guards) when taken
+    rewind: bool = False
 
 
 class SpecModel(_Strict):
@@ -120,6 +123,7 @@ class Transition:
     dest: str
     guard: str  # guard name (inline `when` guards are named "SOURCE->DEST")
     order: int
+    rewind: bool = False
 
 
 @dataclass
@@ -537,7 +541,7 @@ def _validate(
                 )
             if bad_refs:
                 continue
-        transitions.append(Transition(t.from_, t.to, gname, i))
+        transitions.append(Transition(t.from_, t.to, gname, i, rewind=t.rewind))
 
     # controllers
     for name, ph in phases.items():

@@ -171,5 +171,12 @@ class ReplayRunner:
         d = json.loads((Path(ckpt_dir) / "replay.json").read_text())
         self.pos = int(d["pos"])
 
+    def restore_policy(self, ckpt_dir: Path) -> None:
+        """A rewind: a recorded trace has no policy to restore, so the replay goes on with the
+        trace's next step (the engine still records the rewind, so a curriculum's decisions on a
+        trace match what it would decide live)."""
+        if not (Path(ckpt_dir).parent / "engine.json").is_file():
+            raise FileNotFoundError(f"{ckpt_dir}: not a checkpoint")
+
     def close(self) -> None:
         pass
