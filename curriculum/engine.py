@@ -90,7 +90,7 @@ class Engine:
         self.history = (
             MetricHistory.from_dict(state.history) if state.history else MetricHistory(spec.window_capacity())
         )
-        self.machine = PhaseMachine(spec, initial=state.phase if state.phase != END else None)
+        self.machine = PhaseMachine(spec, state)  # drives state.phase itself: one source of truth
         self.events = EventLog(self.run_dir, console=console and primary, enabled=primary)
         self.metrics = MetricsLog(self.run_dir, enabled=primary)
         self.functions = {n: registry.get_guard_function(n) for n in spec.function_names}
@@ -204,11 +204,11 @@ class Engine:
         if st.pending_phase_start:
             self._enter_phase(fresh=True)
         if ph.kind == "eval":
-            self._move(self.spec.next_phase(st.phase), BUDGET, None)
+            self._move(self.machine.dest_on_budget(), BUDGET, None)
             return
         remaining = (ph.max_steps - st.phase_step) if ph.max_steps is not None else math.inf
         if remaining <= 0:
-            self._move(self.machine.on_budget(), BUDGET, None)
+            self._move(self.machine.dest_on_budget(), BUDGET, None)
             return
         chunk = int(min(self.spec.model.run.chunk_steps, remaining))
         every = self.spec.model.run.checkpoint_every
@@ -245,12 +245,12 @@ class Engine:
             return
         if fired is not None:
             guard, result = fired
-            dest = self.machine.on_guard(guard)
+            dest = self.machine.dest_on_guard(guard)
             if dest is not None:
                 self._move(dest, guard, result)
                 return
         if stop_reason is not None:
-            self._move(self.machine.on_budget(), stop_reason, None)
+            self._move(self.machine.dest_on_budget(), stop_reason, None)
             return
         if every and st.global_step % every == 0:
             self._checkpoint(periodic=True)
@@ -603,7 +603,7 @@ class Engine:
         if dest == END:
             self._finish_run(reason)
             return
-        st.phase = dest
+        self.machine.move(dest, reason if result is not None else None)
         st.phase_ordinal += 1
         st.phase_step = 0
         st.pending_phase_start = True
