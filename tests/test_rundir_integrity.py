@@ -364,3 +364,55 @@ def test_any_edit_of_a_log_is_either_cut_whole_or_refused(tmp_path_factory, kill
     assert r.returncode == 0, r.stderr
     got = outcome(rd)
     assert got["metrics"] == straight["metrics"] and got["transitions"] == straight["transitions"]
+
+
+def test_when_no_checkpoint_matches_the_logs_resume_refuses_as_status_says(tmp_path, straight):
+    """A branch's first checkpoint is not at byte 0: an edit of its first line leaves nothing
+    consistent, and resume refuses (restarting would throw the checkpoints away)."""
+    rd = tmp_path / "run"
+    assert cli(*run_args(rd)).returncode == 0
+    nd = tmp_path / "branch"
+    r = cli("resume", str(rd), "--from-phase", "medium", "--run-dir", str(nd), "--no-progress", "--no-report",
+            env=_env(CURRICULUM_CRASH_AT="step:30"))
+    assert r.returncode == -signal.SIGKILL
+    edit_first_metrics_line(nd)
+    rc, text, data = status(nd)
+    assert rc == 1 and "no checkpoint is consistent with the logs" in data["resume"]["refuses"]
+    assert f"resume: refuses: {data['resume']['refuses']}" in text
+    before = {p: p.read_bytes() for p in nd.rglob("*") if p.is_file() and p.name != ".lock"}
+    r = cli(*resume_args(nd))
+    assert r.returncode == 1 and data["resume"]["refuses"] in one_line_error(r.stderr)
+    assert {p: p.read_bytes() for p in nd.rglob("*") if p.is_file() and p.name != ".lock"} == before
+
+
+def test_a_branch_from_a_damaged_phase_start_is_refused_with_the_reason(tmp_path, killed):
+    rd = copy_run(killed, tmp_path / "run")
+    (rd / "checkpoints" / "0001-medium-start" / "runner" / "simulated.json").write_text("{")
+    nd = tmp_path / "branch"
+    r = cli("resume", str(rd), "--from-phase", "medium", "--run-dir", str(nd), "--no-progress", "--no-report")
+    assert r.returncode == 1
+    line = one_line_error(r.stderr)
+    assert "0001-medium-start" in line and "damaged" in line and "simulated.json" in line
+    shutil.rmtree(rd / "checkpoints" / "0001-medium-start")
+    r = cli("resume", str(rd), "--from-phase", "medium", "--run-dir", str(nd), "--no-progress", "--no-report")
+    assert r.returncode == 1 and "is missing" in one_line_error(r.stderr)
+
+
+def test_a_run_directory_from_before_digests_and_manifests_still_resumes(tmp_path, killed, straight):
+    """Checkpoints without manifest.json or log digests, run.json without spec_digest (as the
+    previous version wrote them): checked for what they have, and resumed exactly."""
+    rd = copy_run(killed, tmp_path / "run")
+    meta = json.loads((rd / "run.json").read_text())
+    meta.pop("spec_digest")
+    (rd / "run.json").write_text(json.dumps(meta))
+    for ck in (rd / "checkpoints").iterdir():
+        (ck / "manifest.json").unlink()
+        eng = json.loads((ck / "engine.json").read_text())
+        eng.pop("log_digests")
+        (ck / "engine.json").write_text(json.dumps(eng))
+    rc, text, data = status(rd)
+    assert rc == 0 and "integrity: ok" in text, text
+    r = cli(*resume_args(rd))
+    assert r.returncode == 0, r.stderr
+    got = outcome(rd)
+    assert got["metrics"] == straight["metrics"] and got["transitions"] == straight["transitions"]
