@@ -939,9 +939,11 @@ def _repair_for_resume(run_dir: Path, spec: Spec) -> dict[str, Any]:
     if v.refusal:
         raise RunDirError(f"{run_dir}: cannot resume: {v.refusal}")
     if v.finished:
-        reason = (v.top or (v.chosen.state if v.chosen else None))
+        done = v.top if v.top is not None and v.top.status == "finished" else v.chosen.state if v.chosen else None
+        if done is not None and done is not v.top:
+            save_state(run_dir, done)  # killed after the final checkpoint, before state.json said so
         raise RunDirError(
-            f"{run_dir}: the run already finished ({reason.finish_reason if reason else 'final checkpoint'}); nothing to resume"
+            f"{run_dir}: the run already finished ({done.finish_reason if done else 'final checkpoint'}); nothing to resume"
         )
     repairs: list[str] = []
     rundir.clean_tmp(run_dir)

@@ -496,6 +496,8 @@ def inspect(run_dir: Path) -> Verdict:
         v.finished = True
     elif v.chosen is not None and chosen_state is not None and chosen_state.status == "finished":
         v.finished = True
+        v.notes.append(f"{v.chosen.rel} holds the finished run but state.json does not say so yet "
+                       "(a kill after the final checkpoint); resume records it")
     if v.top is not None and v.top.last_checkpoint and v.top.last_checkpoint not in {c.rel for c in v.checkpoints if c.problem is None}:
         v.damage.append(f"state.json points at {v.top.last_checkpoint}, which is missing or damaged")
 

@@ -416,3 +416,25 @@ def test_a_run_directory_from_before_digests_and_manifests_still_resumes(tmp_pat
     assert r.returncode == 0, r.stderr
     got = outcome(rd)
     assert got["metrics"] == straight["metrics"] and got["transitions"] == straight["transitions"]
+
+
+def test_a_kill_after_the_final_checkpoint_is_a_finished_run(tmp_path, straight):
+    """Killed between the final checkpoint's rename and the state write: the run is complete.
+    status says so, resume records it in state.json and has nothing to do."""
+    ref = tmp_path / "ref"
+    assert cli(*run_args(ref)).returncode == 0
+    ev, _ = read_jsonl(ref / "events.jsonl")
+    n = sum(e["event"] == "checkpoint_saved" for e in ev)  # the last one is final/
+    rd = tmp_path / "run"
+    r = cli(*run_args(rd), env=_env(CURRICULUM_CRASH_AT=f"checkpoint_renamed:{n}"))
+    assert r.returncode == -signal.SIGKILL
+    assert json.loads((rd / "state.json").read_text())["status"] == "running"
+    rc, text, data = status(rd)
+    assert "resume: nothing to do, the run finished" in text and data["resume"]["finished"]
+    r = cli(*resume_args(rd))
+    assert r.returncode == 1 and "already finished (max_steps)" in one_line_error(r.stderr)
+    assert json.loads((rd / "state.json").read_text())["status"] == "finished"
+    rc, text, _ = status(rd)
+    assert rc == 0 and "integrity: ok" in text, text
+    got = outcome(rd)
+    assert got["metrics"] == straight["metrics"] and got["transitions"] == straight["transitions"]
