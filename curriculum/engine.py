@@ -965,6 +965,7 @@ def _repair_for_resume(run_dir: Path, spec: Spec) -> dict[str, Any]:
     # the kept prefixes were checked against the digests the checkpoint recorded
     for key, name in rundir.LOGS:
         truncate_to(run_dir / name, max(0, state.log_offsets.get(key, 0)), tag)
+        faults.point("resume_cut")  # every step of this repair is safe to repeat after a kill
     save_state(run_dir, state)
     return {"checkpoint": v.chosen.rel, "start": state.phase, "repairs": repairs}
 

@@ -438,3 +438,20 @@ def test_a_kill_after_the_final_checkpoint_is_a_finished_run(tmp_path, straight)
     assert rc == 0 and "integrity: ok" in text, text
     got = outcome(rd)
     assert got["metrics"] == straight["metrics"] and got["transitions"] == straight["transitions"]
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_a_resume_killed_while_it_repairs_the_directory_can_be_resumed(tmp_path, killed, straight, n):
+    """Killed after cutting one log (n=1) or both (n=2), with a broken checkpoint being set
+    aside: the next resume finds the same checkpoint and ends equal to the uninterrupted run."""
+    rd = copy_run(killed, tmp_path / "run")
+    engine_garbled(rd)
+    _, _, first = status(rd)
+    r = cli(*resume_args(rd), env=_env(CURRICULUM_CRASH_AT=f"resume_cut:{n}"))
+    assert r.returncode == -signal.SIGKILL
+    _, _, again = status(rd)
+    assert again["resume"]["checkpoint"] == first["resume"]["checkpoint"] and again["resume"]["refuses"] is None
+    r = cli(*resume_args(rd))
+    assert r.returncode == 0, r.stderr
+    got = outcome(rd)
+    assert got["metrics"] == straight["metrics"] and got["transitions"] == straight["transitions"]
