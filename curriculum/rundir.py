@@ -23,8 +23,9 @@ prints that verdict and `resume` acts on it, so the two never disagree.  The che
   - paths in state.json stay inside `RUN_DIR/checkpoints`;
   - every phase-start checkpoint the resumed state lists is present and intact (branching needs it).
 Resume continues from the newest checkpoint that passes, says which, and sets aside (moves to
-`RUN_DIR/set-aside/`, never deletes) the broken or stale checkpoints that the continued run would
-otherwise write again; it refuses, naming the repair, when nothing safe is left.
+`RUN_DIR/set-aside/`, never deletes) the checkpoints that do not pass, so that none is picked
+again or stands in the way of a name the continued run writes; it refuses, naming the repair,
+when nothing safe is left.
 """
 
 from __future__ import annotations
@@ -314,10 +315,6 @@ class Checkpoint:
     problem: str | None = None  # None: usable for resume
     log_problem: bool = False  # its own files are fine; the logs no longer match it
 
-    @property
-    def name(self) -> str:
-        return self.rel.split("/", 1)[1]
-
     def key(self) -> tuple:
         s = self.state
         assert s is not None
@@ -385,23 +382,6 @@ def _load_checkpoint(run_dir: Path, p: Path) -> Checkpoint:
     if bad:
         ck.problem = bad
     return ck
-
-
-def _future_name(name: str, chosen: RunState | None) -> bool:
-    """Would a run continued from `chosen` write a checkpoint of this name again?"""
-    if chosen is None:
-        return True
-    if name == "final":
-        return True
-    if name.startswith("step-"):
-        try:
-            return int(name[5:]) > chosen.global_step
-        except ValueError:
-            return False
-    head = name.split("-", 1)[0]
-    if head.isdigit() and name.endswith("-start"):
-        return int(head) > chosen.phase_ordinal
-    return False
 
 
 def inspect(run_dir: Path) -> Verdict:
@@ -483,14 +463,10 @@ def inspect(run_dir: Path) -> Verdict:
     usable = [c for c in v.checkpoints if c.problem is None]
     v.chosen = max(usable, key=Checkpoint.key) if usable else None
     chosen_state = v.chosen.state if v.chosen else None
-    for c in v.checkpoints:
-        if c.problem is None:
-            continue
-        if _future_name(c.name, chosen_state):
+    for c in v.checkpoints:  # unusable, and in the way of the names a continued run writes
+        if c.problem is not None:
             v.set_aside.append(c.rel)
-            v.damage.append(f"{c.rel} is damaged ({c.problem}); resume sets it aside")
-        else:
-            v.damage.append(f"{c.rel} is damaged ({c.problem}); it will not be used")
+            v.damage.append(f"{c.rel} is damaged ({c.problem}); resume sets it aside into {SET_ASIDE}/")
 
     if v.top is not None and v.top.status == "finished":
         v.finished = True
@@ -500,6 +476,9 @@ def inspect(run_dir: Path) -> Verdict:
                        "(a kill after the final checkpoint); resume records it")
     if v.top is not None and v.top.last_checkpoint and v.top.last_checkpoint not in {c.rel for c in v.checkpoints if c.problem is None}:
         v.damage.append(f"state.json points at {v.top.last_checkpoint}, which is missing or damaged")
+    elif v.top is not None and v.chosen is not None and v.top.last_checkpoint != v.chosen.rel and not v.finished:
+        v.notes.append(f"state.json lags behind {v.chosen.rel} (a kill between a checkpoint and the state "
+                       "write); resume continues from it")
 
     # every phase-start checkpoint of the state resume continues from must be there (branching)
     ref = chosen_state if chosen_state is not None else v.top

@@ -326,6 +326,10 @@ def test_status_predicts_what_resume_does_for_each_damage(tmp_path, killed, stra
     got = outcome(rd)
     assert got["metrics"] == straight["metrics"], label
     assert got["transitions"] == straight["transitions"]
+    rc, text, _ = status(rd)  # repaired for good; only a deleted phase start stays missing
+    assert (rc == 0) == (damage is not delete_boundary), text
+    if damage is delete_boundary:
+        assert "0001-medium-start" in text and "cannot branch" in text
 
 
 def test_a_broken_latest_checkpoint_does_not_trap_resume(tmp_path, killed, straight):
