@@ -23,7 +23,9 @@ consistent and `curriculum resume` continues from the last checkpoint.
 Crash safety: a checkpoint is written into a temporary folder (runner files, then engine.json)
 and renamed into place; only then does state.json point at it.  Resuming restores the runner
 and the engine state from the same checkpoint and cuts the logs back to the byte offsets
-recorded with it, so a resumed run continues exactly where that checkpoint left off.
+recorded with it, so a resumed run continues exactly where that checkpoint left off.  Which
+checkpoint, whether the logs still match it, and who may write: curriculum/rundir.py (the lock
+and the integrity checks that `curriculum status` shares).
 """
 
 from __future__ import annotations
