@@ -459,3 +459,33 @@ def test_a_resume_killed_while_it_repairs_the_directory_can_be_resumed(tmp_path,
     assert r.returncode == 0, r.stderr
     got = outcome(rd)
     assert got["metrics"] == straight["metrics"] and got["transitions"] == straight["transitions"]
+
+
+HOLD = ("import sys, time; from pathlib import Path; from curriculum import rundir; "
+        "lock = rundir.acquire(Path(sys.argv[1]), 'holder'); print('held', flush=True); time.sleep(120)")
+
+
+@pytest.mark.parametrize("flock", [True, False], ids=["flock", "no-flock (pid and host decide)"])
+def test_the_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path, monkeypatch, flock):
+    from curriculum import rundir
+    from curriculum.errors import RunDirError
+
+    if not flock:  # a file system without flock: the recorded pid and host are all there is
+        monkeypatch.setattr(rundir, "fcntl", None)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], cwd=ROOT, env=_env(),
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunDirError) as e:
+            rundir.acquire(tmp_path, "second")
+        assert f"pid {holder.pid}" in str(e.value) and "`holder`" in str(e.value)
+        assert rundir.lock_holder(tmp_path)["state"] == "alive"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert rundir.lock_holder(tmp_path)["state"] == "dead"
+    lock = rundir.acquire(tmp_path, "second")
+    assert lock.stale is not None and lock.stale["pid"] == holder.pid
+    assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+    lock.release()
+    assert not (tmp_path / ".lock").exists()
