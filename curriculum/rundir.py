@@ -147,9 +147,11 @@ def acquire(run_dir: Path, command: str) -> RunLock:
     }
     for _ in range(20):
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            # never through a symlink: the lock file is truncated and rewritten
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         except OSError as e:
-            raise RunDirError(f"{run_dir}: cannot create the run directory's lock {path} ({e.strerror or e})") from None
+            why = "it is a symbolic link; remove it" if e.errno == errno.ELOOP else (e.strerror or str(e))
+            raise RunDirError(f"{run_dir}: cannot create the run directory's lock {path} ({why})") from None
         prev = _read_info(fd)
         try:
             if fcntl is None:

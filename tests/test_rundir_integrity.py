@@ -489,3 +489,14 @@ def test_the_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path, monk
     assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
     lock.release()
     assert not (tmp_path / ".lock").exists()
+
+
+def test_a_lock_file_that_is_a_symlink_is_refused_and_its_target_untouched(tmp_path, killed):
+    rd = copy_run(killed, tmp_path / "run")
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me")
+    (rd / ".lock").unlink(missing_ok=True)
+    (rd / ".lock").symlink_to(victim)
+    r = cli(*resume_args(rd))
+    assert r.returncode == 1 and "symbolic link" in one_line_error(r.stderr)
+    assert victim.read_text() == "keep me"
