@@ -369,6 +369,9 @@ def _inside(run_dir: Path, rel: Any) -> bool:
 
 def _load_checkpoint(run_dir: Path, p: Path) -> Checkpoint:
     ck = Checkpoint(rel=f"{CKPT_DIR}/{p.name}")
+    if p.is_symlink() or not _inside(run_dir, ck.rel):
+        ck.problem = "a symbolic link out of the run directory"
+        return ck
     try:
         ck.state = load_state(p / "engine.json")
     except FileNotFoundError:

@@ -500,3 +500,19 @@ def test_a_lock_file_that_is_a_symlink_is_refused_and_its_target_untouched(tmp_p
     r = cli(*resume_args(rd))
     assert r.returncode == 1 and "symbolic link" in one_line_error(r.stderr)
     assert victim.read_text() == "keep me"
+
+
+def test_a_checkpoint_that_links_out_of_the_run_directory_is_never_resumed_from(tmp_path, killed, straight):
+    rd = copy_run(killed, tmp_path / "run")
+    newest = _newest_periodic(rd)
+    outside = tmp_path / "elsewhere"
+    shutil.move(str(newest), outside)
+    later = rd / "checkpoints" / "step-0000260"  # newer than anything real: it would be chosen
+    later.symlink_to(outside, target_is_directory=True)
+    rc, text, data = status(rd)
+    assert rc == 1 and "step-0000260 is damaged (a symbolic link out of the run directory" in text
+    assert data["resume"]["checkpoint"] != "checkpoints/step-0000260"
+    r = cli(*resume_args(rd))
+    assert r.returncode == 0, r.stderr
+    assert (outside / "engine.json").exists(), "the link's target is left alone"
+    assert outcome(rd)["metrics"] == straight["metrics"]
