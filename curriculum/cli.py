@@ -197,9 +197,10 @@ def _resume(args: argparse.Namespace) -> int:
         eng = resume_engine(run_dir, runner_override=runner, progress=progress, spec=spec)
         if spec is not None and eng.cluster.is_primary:
             # recorded only once the resume is sure to go ahead: a refused resume changes nothing
+            from curriculum.rundir import write_spec
             from curriculum.state import atomic_write_json
 
-            atomic_write_json(run_dir / "spec.resolved.json", spec.raw)
+            meta["spec_digest"] = write_spec(run_dir, spec.raw, meta)
             for line in masked:
                 print(f"warning: {line}", file=sys.stderr)
             meta["resumed_with_changes"] = (meta.get("resumed_with_changes") or []) + [
