@@ -28,7 +28,7 @@ from tests.test_crash_resume import _env, cli  # the same real-subprocess helper
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "examples" / "dipg_simulated.toml"
 SETS = ["--set", "run.checkpoint_every=20", "--set", "phases.recovery.max_steps=60"]
-SLOW = ["--set", "runner.step_seconds=0.02"]  # 280 steps: about 6 s, long enough to race
+SLOW = ["--set", "runner.step_seconds=0.02"]  # 279 steps: about 6 s, long enough to race
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +77,7 @@ def straight(tmp_path_factory) -> dict:
     r = cli(*run_args(rd))
     assert r.returncode == 0, r.stderr
     out = outcome(rd)
-    assert [s for s, _, _ in out["metrics"]] == list(range(1, 281)) and len(out["transitions"]) == 3
+    assert [s for s, _, _ in out["metrics"]] == list(range(1, 280)) and len(out["transitions"]) == 3
     return out
 
 
@@ -121,7 +121,7 @@ def test_two_resumes_at_once_one_runs_one_is_refused_naming_it(tmp_path, straigh
     line = one_line_error(loser_err)
     assert "another process is writing this run directory" in line and f"pid {winner}" in line
     got = outcome(rd)
-    assert [s for s, _, _ in got["metrics"]] == list(range(1, 281))
+    assert [s for s, _, _ in got["metrics"]] == list(range(1, 280))
     assert got["metrics"] == straight["metrics"] and got["transitions"] == straight["transitions"]
     rc, text, _ = status(rd)
     assert rc == 0 and "integrity: ok" in text
