@@ -40,6 +40,7 @@ from typing import Any
 from curriculum import distributed, faults, registry
 from curriculum.errors import CurriculumError, RunDirError, RunnerError
 from curriculum.events import EventLog, MetricsLog, truncate_to
+from curriculum.limits import NAME_RULE, inside
 from curriculum.machine import BUDGET, PhaseMachine
 from curriculum.spec import END, Spec, load_spec, pid_config_from_table
 from curriculum.state import (
@@ -641,6 +642,7 @@ class Engine:
             return str(final.relative_to(self.run_dir))
         primary = self.cluster.is_primary
         tmp = root / f".tmp-{name}-{self._tmp_tag}"
+        _stay_inside(root, final, tmp)
         if primary:
             if tmp.exists():
                 shutil.rmtree(tmp)
@@ -742,6 +744,18 @@ class Engine:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _stay_inside(root: Path, *paths: Path) -> None:
+    """Refuse a path built from a name (a phase, a checkpoint) that would leave the run directory."""
+    for p in paths:
+        try:
+            inside(root, p)
+        except ValueError:
+            raise RunDirError(
+                f"{p}: refusing to write outside the run directory {root} (a name holding '/' or '..'; "
+                f"names hold only {NAME_RULE})"
+            ) from None
 
 
 def _guard_state_fits(stored: Any, fresh: dict[str, Any]) -> bool:
