@@ -228,3 +228,128 @@ def test_integers_beyond_64_bits_are_a_clear_error_anywhere(capsys, key, digits,
 def test_a_huge_controller_target_is_a_clear_error_not_an_overflow(capsys):
     rc, out = validate(capsys, EXAMPLE, f'phases.soft.controller={{metric="hallucination_rate", target={BIG}}}')
     clear_error(rc, out, "phases.soft.controller.target", "400-digit integer")
+
+
+# --------------------------------------------------------------------------- hostile traces
+
+TRACE_SPEC = """\
+[run]
+name = "trace"
+checkpoint_every = 20
+progress = false
+wandb = "disabled"
+
+[runner]
+kind = "replay"
+
+[phases.medium]
+kind = "grpo"
+preset = "medium"
+max_steps = 1000
+
+[guards.collapse]
+type = "collapse"
+
+[[transitions]]
+from = "medium"
+to = "medium"
+guard = "collapse"
+"""
+
+
+def write_trace(path: Path, rows: list[dict] | list[str]) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def healthy(n: int, seed: int = 0) -> list[dict]:
+    import random
+
+    rnd = random.Random(seed)
+    return [
+        {"step": i, "rewards": [rnd.choice([-10.0, 5.0, 20.0, 30.0]) for _ in range(8)], "group_size": 4}
+        for i in range(1, n + 1)
+    ]
+
+
+def replay(capsys, tmp_path: Path, trace: Path, name: str = "run") -> tuple[int, str, Path]:
+    spec = tmp_path / "trace.toml"
+    spec.write_text(TRACE_SPEC)
+    rd = tmp_path / name
+    capsys.readouterr()
+    rc = main(["run", str(spec), "--replay", str(trace), "--run-dir", str(rd), *QUIET])
+    return rc, capsys.readouterr().err, rd
+
+
+def test_finite_extreme_rewards_run_to_the_end_and_count_as_nonfinite(tmp_path, capsys):
+    rows = healthy(30)
+    for r in rows[10:20]:
+        r["rewards"] = [1e308, -1e308, 1.7976931348623157e308, -1.7976931348623157e308, 5e-324, -5e-324, 1e308, -1e308]
+    rc, err, rd = replay(capsys, tmp_path, write_trace(tmp_path / "ext.jsonl", rows))
+    assert rc == 0, err
+    st = json.loads((rd / "state.json").read_text())
+    assert st["status"] == "finished" and st["global_step"] == 30
+    assert st["nonfinite_steps"] == 10  # the overflowing statistics are reported, not hidden
+
+
+@pytest.mark.parametrize(
+    "line, needle",
+    [
+        ('{"step": 1, "rewards": [%s, 1, 1, 1], "group_size": 4}' % ("9" * 400), "400-digit integer is beyond float range"),
+        ('{"step": 1, "rewards": [%s, 1, 1, 1], "group_size": 4}' % ("9" * 5000), "5000-digit integer is beyond float range"),
+        ('{"step": 1, "rewards": [1e400, 1, 1, 1], "group_size": 4}', "1e400 is beyond float range"),
+        ('{"step": 1, "rewards": [1, 1, 1, 1], "group_size": 4, "metrics": {"kl": %s}}' % ("7" * 309), "key 'metrics': a 309-digit integer"),
+        ('{"step": 1, "rewards": [1, 1, 1, 1], "group_size": 4, "metrics": %s}' % ("[" * 100000 + "]" * 100000), "nested too deeply"),
+        ('{"step": 1, "rewards": [1, 1, 1, 1], "group_size": 4, "metrics": {"kl": [[[1]]]}}', "expected a number, got a list"),
+        ('{"step": 1, "rewards": [1, 2, 3], "group_size": 4}', "holds 3 values, not a multiple of group_size 4"),
+        ('{"step": 1, "rewards": [1, 2, 3, 4, 5, 6], "group_size": 4}', "holds 6 values, not a multiple of group_size 4"),
+        ('{"step": %s, "rewards": [1, 2, 3, 4], "group_size": 4}' % ("1" * 30), "key 'step' must be an integer from 0 to 2^63-1"),
+        ('{"step": 1, "rewards": [1, 2, 3, 4], "group_size": 4, "pad": "%s"}' % ("x" * (4 * 1024 * 1024)), "at most 4194304"),
+    ],
+)
+def test_hostile_trace_lines_are_a_clear_error_naming_file_and_line(tmp_path, capsys, line, needle):
+    trace = write_trace(tmp_path / "bad.jsonl", [healthy(1)[0], line])
+    trace.write_text(trace.read_text().replace('"step": 1,', '"step": 0,', 1))
+    rc, err, rd = replay(capsys, tmp_path, trace)
+    assert rc == 1, err
+    assert "Traceback" not in err and "internal error" not in err, err
+    assert f"{trace}:2: " in err and needle in err, err
+    assert not rd.exists()  # refused before a run directory was made
+
+
+def _interrupted_replay(tmp_path, capsys, monkeypatch, trace: Path, at: int) -> Path:
+    """A replay whose runner fails after step `at` (fault injection): a resumable run directory."""
+    from runners.replay import ReplayRunner
+
+    real = ReplayRunner.train
+
+    def failing(self, n):
+        for m in real(self, n):
+            if self.pos > at:
+                raise RuntimeError("injected failure")
+            yield m
+
+    monkeypatch.setattr(ReplayRunner, "train", failing)
+    rc, err, rd = replay(capsys, tmp_path, trace)
+    monkeypatch.setattr(ReplayRunner, "train", real)
+    assert rc == 1 and "injected failure" in err, err
+    return rd
+
+
+@pytest.mark.parametrize("swap", ["shorter", "same_length_other_values"])
+def test_a_trace_swapped_before_resume_is_refused(tmp_path, capsys, monkeypatch, swap):
+    trace = write_trace(tmp_path / "t.jsonl", healthy(80))
+    rd = _interrupted_replay(tmp_path, capsys, monkeypatch, trace, at=50)
+    original = trace.read_bytes()
+    write_trace(trace, healthy(30) if swap == "shorter" else healthy(80, seed=1))
+    capsys.readouterr()
+    rc = main(["resume", str(rd), *QUIET])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert "is not the one this run was checkpointed with" in err and "put the original trace back" in err, err
+    # the original trace back: the resume goes through to the end of the trace
+    trace.write_bytes(original)
+    rc = main(["resume", str(rd), *QUIET])
+    assert rc == 0, capsys.readouterr().err
+    st = json.loads((rd / "state.json").read_text())
+    assert st["status"] == "finished" and st["global_step"] == 80
