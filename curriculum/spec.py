@@ -332,7 +332,7 @@ def _validate(
     overrides: list[str],
 ) -> Spec:
     # Imports here keep `curriculum.spec` importable without the guard layer's cost at import.
-    from curriculum import registry
+    from curriculum import modcheck, registry
     from curriculum.guards import GuardConfigError, compile_guard
     from rewards import PRESETS, REWARD_KEYS
     import runners
@@ -474,6 +474,10 @@ def _validate(
 
     # custom guard modules, then metric and function names
     base_dir = p.parent if p else Path.cwd()
+    # user code: checked where it lies and imported in a child process with a time limit first
+    unsafe = modcheck.check(list(model.run.guard_modules), base_dir)
+    if unsafe:  # the guards would only repeat it as unknown functions
+        raise SpecError(problems + [f"{W('run', 'guard_modules')}: {why}" for why in unsafe])
     try:
         registry.import_guard_modules(list(model.run.guard_modules), base_dir)
     except Exception as e:  # noqa: BLE001 - reported as a spec problem

@@ -353,3 +353,75 @@ def test_a_trace_swapped_before_resume_is_refused(tmp_path, capsys, monkeypatch,
     assert rc == 0, capsys.readouterr().err
     st = json.loads((rd / "state.json").read_text())
     assert st["status"] == "finished" and st["global_step"] == 80
+
+
+# --------------------------------------------------------------------------- guard modules
+
+GOOD_MODULE = """
+from curriculum.registry import register_guard
+
+@register_guard()
+def always_quiet_probe_test(view):
+    return False
+"""
+
+
+def _module_spec(tmp_path: Path, entry: str) -> Path:
+    spec = tmp_path / "spec" / "g.toml"
+    spec.parent.mkdir(exist_ok=True)
+    spec.write_text(mini().replace(
+        'wandb = "disabled"', f'wandb = "disabled"\nguard_modules = [{json.dumps(entry)}]'
+    ))
+    return spec
+
+
+@pytest.mark.parametrize(
+    "source, needle",
+    [
+        ("import sys\nsys.exit(0)\n", "called sys.exit(0) at import time"),
+        ("import sys\nsys.exit(3)\n", "called sys.exit(3) at import time"),
+        ("import os\nos._exit(0)\n", "ended the Python process before it finished (exit status 0)"),
+        ("while True:\n    pass\n", "did not finish within 2 s"),
+        ("import time\ntime.sleep(3600)\n", "did not finish within 2 s"),
+        ("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n", "killed by signal 11"),
+        ("raise RuntimeError('boom at import')\n", "RuntimeError: boom at import"),
+        ("print('x done')\nimport sys\nsys.stdout.flush()\nimport os\nos._exit(0)\n", "ended the Python process"),
+    ],
+)
+def test_a_misbehaving_guard_module_is_a_clear_error_never_a_silent_pass_or_a_hang(
+    tmp_path, capsys, monkeypatch, source, needle
+):
+    import time
+
+    monkeypatch.setenv("CURRICULUM_GUARD_IMPORT_TIMEOUT", "2")
+    spec = _module_spec(tmp_path, "mod.py")
+    (spec.parent / "mod.py").write_text(source)
+    t0 = time.monotonic()
+    rc, out = validate(capsys, spec)
+    assert time.monotonic() - t0 < 30
+    clear_error(rc, out, f"{spec}:5: run.guard_modules", "'mod.py'", needle)
+
+
+def test_guard_modules_outside_the_spec_folder_are_refused(tmp_path, capsys):
+    outside = tmp_path / "outside.py"
+    outside.write_text("open(__file__ + '.ran', 'w').close()\n")
+    spec = _module_spec(tmp_path, "placeholder.py")
+    (spec.parent / "link.py").symlink_to(outside)
+    for entry, needle in ((str(outside), "absolute paths are refused"), ("../outside.py", "leaves the spec's folder"),
+                          ("link.py", "leaves the spec's folder")):
+        spec.write_text(spec.read_text().replace(json.dumps("placeholder.py"), json.dumps(entry)))
+        rc, out = validate(capsys, spec)
+        clear_error(rc, out, "run.guard_modules", needle)
+        spec.write_text(spec.read_text().replace(json.dumps(entry), json.dumps("placeholder.py")))
+    assert not Path(str(outside) + ".ran").exists()  # never imported, not even in the child
+
+
+def test_a_well_behaved_guard_module_still_validates_and_registers(tmp_path, capsys):
+    from curriculum.registry import guard_function_names
+
+    spec = _module_spec(tmp_path, "guards/ok.py")
+    (spec.parent / "guards").mkdir()
+    (spec.parent / "guards" / "ok.py").write_text(GOOD_MODULE)
+    rc, out = validate(capsys, spec)
+    assert rc == 0, out
+    assert "always_quiet_probe_test" in guard_function_names()
