@@ -33,7 +33,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -88,8 +88,12 @@ class Engine:
         self.runner = runner
         self.state = state
         self.resume_from = resume_from
+        # only the windows the guards read, each as long as its longest reader (spec.py)
+        default_cap, caps = spec.history_capacities()
         self.history = (
-            MetricHistory.from_dict(state.history) if state.history else MetricHistory(spec.window_capacity())
+            MetricHistory.from_dict(state.history, default_cap, caps)
+            if state.history
+            else MetricHistory(default_cap, caps)
         )
         self.machine = PhaseMachine(spec, initial=state.phase if state.phase != END else None)
         self.events = EventLog(self.run_dir, console=console and primary, enabled=primary)
@@ -625,8 +629,10 @@ class Engine:
     # ------------------------------------------------------------------ checkpoints
 
     def _save_state(self) -> None:
+        # The metric windows are written once, into the checkpoint's engine.json (what resume
+        # reads); state.json leaves them out, so it stays small however long the windows are.
         if self.cluster.is_primary:
-            save_state(self.run_dir, self.state)
+            save_state(self.run_dir, replace(self.state, history=None))
 
     def history_to_state(self) -> None:
         self.state.history = self.history.to_dict()

@@ -178,9 +178,54 @@ class Spec:
                 cap = max(cap, int(n))
         return cap
 
+    def history_capacities(self) -> tuple[int, dict[str, int]]:
+        """(values kept per metric by default, metric -> more kept for the guards that read it)."""
+        return history_capacities(self)
+
     def digest(self) -> str:
         blob = json.dumps(self.raw, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def history_capacities(spec: Spec) -> tuple[int, dict[str, int]]:
+    """How many values of each metric the engine keeps (in memory and in every checkpoint).
+
+    Each metric keeps the longest window a guard or a penalty controller reads of it, the
+    others ``run.window`` (at least 1).  Where the windows read cannot be known (a custom guard
+    without a ``windows`` table, a custom function inside an expression), every metric keeps
+    the largest window, as before per-metric capacities existed; ``ema(m, alpha)`` and
+    ``count(m)`` without a window read all that is kept, so ``m`` keeps the largest window.
+    """
+    from curriculum import expr as ex
+
+    default = max(1, spec.model.run.window)
+    need: dict[str, int] = {}
+    unknown = False
+    whole: set[str] = set()
+    for g in spec.guards.values():
+        for m, n in g.windows_needed().items():
+            need[m] = max(need.get(m, 0), int(n))
+        if g.kind == "custom" and not g.windows:
+            unknown = True
+        for node in (g.when, g.until):
+            for n in ex.walk(node) if node is not None else ():
+                if not isinstance(n, ex.Call):
+                    continue
+                if n.func not in ex.BUILTIN_FUNCTIONS:
+                    unknown = True
+                elif n.func in ("ema", "count") and n.args and isinstance(n.args[0], ex.Name):
+                    if len(n.args) == (2 if n.func == "ema" else 1):
+                        whole.add(n.args[0].name)
+    for ph in spec.phases.values():
+        c = ph.controller
+        if c and isinstance(c.get("metric"), str):
+            need[c["metric"]] = max(need.get(c["metric"], 0), int(c.get("window", 1)))
+    top = max([default, *need.values()])
+    if unknown:
+        return top, {}
+    caps = {m: n for m, n in need.items() if n > default}
+    caps.update({m: top for m in whole})
+    return default, caps
 
 
 # --------------------------------------------------------------------------- loading
