@@ -182,6 +182,7 @@ class ReplayRunner:
         self._top_override = top_reward
         self.steps: list[dict[str, Any]] = []
         self.digest: str | None = None
+        self._state_file = "replay.json"  # replay.pN.json for process N of several (own trace each)
         self.pos = 0
         self.penalties: dict[str, float] = {}
         self.top_reward: float | None = top_reward
@@ -195,6 +196,8 @@ class ReplayRunner:
         if self._top_override is None:
             self._top_override = cfg.top_reward if cfg.top_reward is not None else ctx.reward.get("top_reward")
         self.steps, self.digest = read_trace(self._trace_path)
+        if ctx.process_count > 1:
+            self._state_file = f"replay.p{ctx.process_index}.json"
 
     def setup_phase(self, phase: PhaseSetup) -> None:
         self.set_penalties(phase.penalties)
@@ -226,12 +229,15 @@ class ReplayRunner:
     def save(self, ckpt_dir: Path) -> None:
         ckpt_dir = Path(ckpt_dir)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        (ckpt_dir / "replay.json").write_text(
+        (ckpt_dir / self._state_file).write_text(
             json.dumps({"pos": self.pos, "trace": str(self._trace_path), "digest": self.digest, "steps": len(self.steps)})
         )
 
     def restore(self, ckpt_dir: Path) -> None:
-        d = json.loads((Path(ckpt_dir) / "replay.json").read_text())
+        path = Path(ckpt_dir) / self._state_file
+        if not path.exists():  # written before each process had its own file
+            path = Path(ckpt_dir) / "replay.json"
+        d = json.loads(path.read_text())
         pos = int(d["pos"])
         was = d.get("digest")  # absent in checkpoints written before digests were recorded
         if was is not None and was != self.digest:

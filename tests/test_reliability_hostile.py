@@ -425,3 +425,32 @@ def test_a_well_behaved_guard_module_still_validates_and_registers(tmp_path, cap
     rc, out = validate(capsys, spec)
     assert rc == 0, out
     assert "always_quiet_probe_test" in guard_function_names()
+
+
+def test_each_process_of_several_keeps_its_own_trace_digest(tmp_path):
+    """Several processes save into one checkpoint folder, each replaying its own trace: each
+    restores against its own digest, and a swap on one of them is still refused."""
+    from curriculum.errors import CurriculumError
+    from runners.base import RunContext
+    from runners.replay import ReplayRunner
+
+    traces = [write_trace(tmp_path / f"t{i}.jsonl", healthy(40, seed=i)) for i in range(2)]
+
+    def opened(i: int) -> ReplayRunner:
+        r = ReplayRunner(trace=traces[i])
+        r.open(RunContext(run_dir=tmp_path, seed=0, process_index=i, process_count=2))
+        return r
+
+    ckpt = tmp_path / "ckpt"
+    for i in range(2):
+        r = opened(i)
+        list(r.train(25))
+        r.save(ckpt)
+    for i in range(2):
+        r = opened(i)
+        r.restore(ckpt)
+        assert r.pos == 25
+    write_trace(traces[1], healthy(40, seed=7))
+    with pytest.raises(CurriculumError, match="is not the one this run was checkpointed with"):
+        opened(1).restore(ckpt)
+    opened(0).restore(ckpt)  # process 0's trace is unchanged
