@@ -454,3 +454,37 @@ def test_each_process_of_several_keeps_its_own_trace_digest(tmp_path):
     with pytest.raises(CurriculumError, match="is not the one this run was checkpointed with"):
         opened(1).restore(ckpt)
     opened(0).restore(ckpt)  # process 0's trace is unchanged
+
+
+_json_leaf = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(10**400), max_value=10**400),
+    st.floats(allow_nan=False), st.text(max_size=8),
+    st.sampled_from(["nan", "inf", "-inf", "Infinity"]),
+)
+_json = st.recursive(_json_leaf, lambda kids: st.lists(kids, max_size=6) | st.dictionaries(st.text(max_size=6), kids, max_size=4), max_leaves=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    step=st.one_of(st.integers(min_value=-5, max_value=2**70), _json),
+    rewards=st.one_of(st.lists(_json_leaf, max_size=12), _json),
+    group=st.one_of(st.integers(min_value=-2, max_value=6), _json),
+    metrics=st.one_of(st.dictionaries(st.sampled_from(["kl", "safe_rate", "x"]), _json, max_size=3), _json),
+)
+def test_any_trace_line_loads_or_is_one_clear_error(tmp_path_factory, step, rewards, group, metrics):
+    from curriculum.errors import CurriculumError
+    from runners.base import reward_step_stats
+    from runners.replay import load_trace
+
+    path = tmp_path_factory.mktemp("fuzz") / "t.jsonl"
+    path.write_text(json.dumps({"step": step, "rewards": rewards, "group_size": group, "metrics": metrics}) + "\n")
+    try:
+        steps = load_trace(path)
+    except CurriculumError as e:
+        assert str(e).startswith(f"{path}:1: ") and "\n" not in str(e)
+        return
+    # accepted: a well-formed step whose statistics can always be computed
+    (rec,) = steps
+    assert len(rec["rewards"]) % rec["group_size"] == 0
+    stats = reward_step_stats(rec["rewards"], rec["group_size"], 10.0)
+    assert set(stats) >= {"reward_mean", "reward_std", "zero_spread_frac"}
