@@ -150,6 +150,10 @@ def _run(args: argparse.Namespace) -> int:
 
         load_trace(Path(args.replay))  # fail fast, before creating a run directory
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"{spec.model.run.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not args.run_dir:  # run.name is validated; this holds even for a spec built in code
+        from curriculum.engine import _stay_inside
+
+        _stay_inside(Path("runs"), run_dir)
     meta = {"replay": str(Path(args.replay).resolve()) if args.replay else None}
     text = Path(args.spec).read_text(encoding="utf-8")
     eng = Engine.create(

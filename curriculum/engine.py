@@ -35,13 +35,14 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from curriculum import distributed, faults, registry, rundir
 from curriculum.errors import CurriculumError, RunDirError, RunnerError
 from curriculum.events import EventLog, MetricsLog, truncate_to
+from curriculum.limits import NAME_RULE, inside
 from curriculum.machine import BUDGET, PhaseMachine
 from curriculum.spec import END, Spec, load_spec, pid_config_from_table
 from curriculum.state import (
@@ -89,8 +90,12 @@ class Engine:
         self.runner = runner
         self.state = state
         self.resume_from = resume_from
+        # only the windows the guards read, each as long as its longest reader (spec.py)
+        default_cap, caps = spec.history_capacities()
         self.history = (
-            MetricHistory.from_dict(state.history) if state.history else MetricHistory(spec.window_capacity())
+            MetricHistory.from_dict(state.history, default_cap, caps)
+            if state.history
+            else MetricHistory(default_cap, caps)
         )
         self.machine = PhaseMachine(spec, state)  # drives state.phase itself: one source of truth
         self.events = EventLog(self.run_dir, console=console and primary, enabled=primary)
@@ -704,8 +709,10 @@ class Engine:
     # ------------------------------------------------------------------ checkpoints
 
     def _save_state(self) -> None:
+        # The metric windows are written once, into the checkpoint's engine.json (what resume
+        # reads); state.json leaves them out, so it stays small however long the windows are.
         if self.cluster.is_primary:
-            save_state(self.run_dir, self.state)
+            save_state(self.run_dir, replace(self.state, history=None))
 
     def history_to_state(self) -> None:
         self.state.history = self.history.to_dict()
@@ -721,6 +728,7 @@ class Engine:
             return str(final.relative_to(self.run_dir))
         primary = self.cluster.is_primary
         tmp = root / f".tmp-{name}-{self._tmp_tag}"
+        _stay_inside(root, final, tmp)
         if primary:
             if tmp.exists():
                 shutil.rmtree(tmp)
@@ -825,6 +833,18 @@ class Engine:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _stay_inside(root: Path, *paths: Path) -> None:
+    """Refuse a path built from a name (a phase, a checkpoint) that would leave the run directory."""
+    for p in paths:
+        try:
+            inside(root, p)
+        except ValueError:
+            raise RunDirError(
+                f"{p}: refusing to write outside the run directory {root} (a name holding '/' or '..'; "
+                f"names hold only {NAME_RULE})"
+            ) from None
 
 
 def _guard_state_fits(stored: Any, fresh: dict[str, Any]) -> bool:

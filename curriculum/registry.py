@@ -181,8 +181,10 @@ def _import_file(entry: str, base: Path) -> str:
         spec.loader.exec_module(module)
     except BaseException as e:  # noqa: BLE001 - report any import-time failure by name
         sys.modules.pop(mod_name, None)
-        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+        if isinstance(e, KeyboardInterrupt):
             raise
+        if isinstance(e, SystemExit):  # never a silent end of `validate` with the module's status
+            raise GuardImportError(entry, f"the module called sys.exit({e.code!r}) at import time") from None
         raise GuardImportError(entry, f"{type(e).__name__}: {e}") from e
     return mod_name
 
@@ -198,8 +200,10 @@ def _import_dotted(entry: str, base: Path) -> str:
     try:
         importlib.import_module(entry)
     except BaseException as e:  # noqa: BLE001
-        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+        if isinstance(e, KeyboardInterrupt):
             raise
+        if isinstance(e, SystemExit):
+            raise GuardImportError(entry, f"the module called sys.exit({e.code!r}) at import time") from None
         raise GuardImportError(entry, f"{type(e).__name__}: {e}") from e
     finally:
         if added:

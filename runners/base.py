@@ -196,7 +196,9 @@ def reward_step_stats(
         return out
     n = len(finite)
     mean = sum(finite) / n
-    var = sum((r - mean) ** 2 for r in finite) / n
+    # (r - mean) * (r - mean), not ** 2: finite extremes such as 1e308 overflow to inf (reported as
+    # a non-finite statistic) instead of raising OverflowError
+    var = sum((r - mean) * (r - mean) for r in finite) / n
     srt = sorted(finite)
     median = srt[n // 2] if n % 2 else 0.5 * (srt[n // 2 - 1] + srt[n // 2])
     out.update(
