@@ -59,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="write report.png and report.md into a run directory")
     rp.add_argument("run_dir")
 
+    cp = sub.add_parser("compare", help="compare run directories: one table (compare.md) and one picture (compare.png)")
+    cp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    cp.add_argument("--out", required=True, help="directory to write compare.md and compare.png into")
+
     sc = sub.add_parser("score", help="score responses offline (JSONL)")
     sc.add_argument("args", nargs=argparse.REMAINDER)
     return p
@@ -129,6 +133,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0 if ok else 1
     if args.cmd == "report":
         return _report(Path(args.run_dir))
+    if args.cmd == "compare":
+        from curriculum.compare import compare
+
+        md, png, text = compare(args.run_dirs, args.out)
+        print(text)
+        print(f"wrote {md} and {png}")
+        return 0
     raise AssertionError(args.cmd)
 
 

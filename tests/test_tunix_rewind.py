@@ -124,3 +124,14 @@ def test_recorded_rewards_are_a_replay_trace_and_survive_the_resume(runs):
     assert [r["rewards"] for r in a] == [r["rewards"] for r in b]
     assert all(len(r["rewards"]) == 2 and r["group_size"] == 2 for r in a)
     assert all({"groups_flat", "groups_spread"} <= set(r["metrics"]) for r in a)
+
+
+def test_compare_on_tunix_run_directories(runs, tmp_path):
+    straight, killed = runs
+    p = cli("compare", str(straight), str(killed), "--out", str(tmp_path / "cmp"))
+    assert p.returncode == 0, p.stderr[-2000:]
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    for name in ("straight", "killed"):
+        row = next(line for line in md.splitlines() if line.startswith("| ") and f": {name} |" in line)
+        assert "sft (5), soft (2)" in row and "sft->soft@5 (sft->soft)" in row
+    assert (tmp_path / "cmp" / "compare.png").stat().st_size > 10_000
