@@ -19,6 +19,7 @@ spec's folder).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import importlib
@@ -28,7 +29,7 @@ import sys
 import threading
 import warnings
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 from curriculum.expr import BUILTIN_FUNCTIONS
 
@@ -105,6 +106,20 @@ def _same_function(a: Callable[..., object], b: Callable[..., object]) -> bool:
         and ca.co_consts == cb.co_consts
         and ca.co_filename == cb.co_filename
     )
+
+
+@contextlib.contextmanager
+def scoped() -> Iterator[None]:
+    """``with registry.scoped():`` registrations made inside are undone on exit (for tests:
+    register a guard, use it, and leave the process-wide registry as it was)."""
+    with _lock:
+        saved = dict(_functions)
+    try:
+        yield
+    finally:
+        with _lock:
+            _functions.clear()
+            _functions.update(saved)
 
 
 def unregister_guard(name: str) -> None:
@@ -215,6 +230,7 @@ def _import_dotted(entry: str, base: Path) -> str:
 
 
 __all__ = [
+    "scoped",
     "GuardImportError",
     "register_guard",
     "unregister_guard",
