@@ -1,14 +1,12 @@
-"""Benchmark of the guard layer, and the collapse detector's operating characteristics.
+"""Benchmark of the guard layer.
 
-    python bench/bench_guards.py            # timings + detector stats (~1 minute)
-    python bench/bench_guards.py --quick    # timings only
+    python bench/bench_guards.py
 
 Prints, for history windows of 50 and 1,000 steps:
   * microseconds per guard check for typical guards (expression, cross-phase, collapse, custom),
   * the engine's whole per-step guard cost: one MetricHistory.push of ~20 metrics plus the
-    update of a handful of guards (budget: < 1 ms),
-and, on seeded synthetic GRPO traces (tests/controller_traces.py), the collapse detector's false-fire
-count on healthy traces and its detection-delay distribution on collapses.
+    update of a handful of guards (budget: < 1 ms).
+The collapse detector's false reverts and delays at every batch shape: bench/bench_collapse.py.
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-from curriculum.controllers import collapse_config, collapse_init, collapse_update  # noqa: E402
 from curriculum.guards import compile_guard, history_capacity  # noqa: E402
 from curriculum.windows import MetricHistory  # noqa: E402
 
@@ -34,6 +31,7 @@ METRICS = [
     "zero_spread_frac", "top_reward_rate", "nonfinite_rewards", "safe_rate",
     "hallucination_rate", "refusal_rate", "consistency_rate", "format_error_rate",
     "correct_rate", "abstention_accuracy", "loss", "kl", "grad_norm", "completion_length",
+    "groups_flat", "groups_spread", "groups_top", "groups_saturated",
 ]
 
 
@@ -56,8 +54,10 @@ def stalled(view, metric, n):
 
 
 def random_metrics(rng: np.random.Generator) -> dict[str, float]:
-    vals = rng.normal(size=len(METRICS)).tolist()
-    return dict(zip(METRICS, vals))
+    vals = dict(zip(METRICS, rng.normal(size=len(METRICS)).tolist()))
+    for k in ("groups_flat", "groups_spread", "groups_top", "groups_saturated"):
+        vals[k] = float(rng.integers(0, 3))  # group counts, as the collapse detector reads them
+    return vals
 
 
 def bench_timings(n: int, steps: int = 500, repeats: int = 7) -> None:
@@ -103,62 +103,10 @@ def bench_timings(n: int, steps: int = 500, repeats: int = 7) -> None:
     print(f"  whole step, CPU time (incl. timer calls)  {min(runs['cpu']):7.1f} / {np.median(runs['cpu']):7.1f}")
 
 
-def detector_stats(n_healthy: int, n_collapse: int) -> None:
-    import controller_traces as tr
-
-    for baseline in ("previous_phase", "warmup"):
-        cfg = collapse_config({"baseline": baseline})
-        false_fires = 0
-        healthy_steps = 0
-        ratios = []
-        for seed in range(n_healthy):
-            prior, phase = tr.healthy_trace(seed, steps=300)
-            st = collapse_init(cfg)
-            win = tr.windows_from(prior, cfg.baseline_window)
-            worst = 0.0
-            fired = False
-            for m in phase:
-                st, out = collapse_update(cfg, st, m, win)
-                worst = max(worst, min(out.score / cfg.h, out.primary_score / (cfg.primary_fraction * cfg.h)))
-                fired |= out.fired
-            healthy_steps += len(phase)
-            false_fires += fired
-            ratios.append(worst)
-        delays = []
-        for seed in range(n_collapse):
-            prior, phase, onset = tr.collapse_trace(seed)
-            st = collapse_init(cfg)
-            win = tr.windows_from(prior, cfg.baseline_window)
-            d = math.inf
-            for t, m in enumerate(phase):
-                st, out = collapse_update(cfg, st, m, win)
-                if out.fired and t >= onset:
-                    d = t - onset + 1
-                    break
-            delays.append(d)
-        d = np.array(delays)
-        found = d[np.isfinite(d)]
-        print(f"collapse detector, baseline={baseline}:")
-        print(f"  healthy: {n_healthy} traces x 300 steps ({healthy_steps} steps): "
-              f"{false_fires} traces with a false fire; worst alarm ratio "
-              f"p50 {np.median(ratios):.2f} / p99 {np.percentile(ratios, 99):.2f} / max {max(ratios):.2f} (fires at 1.0)")
-        print(f"  collapse: {n_collapse} traces, missed {int((~np.isfinite(d)).sum())}; "
-              f"delay (steps after onset, ramp 1-10 steps) min {found.min():.0f} p50 {np.median(found):.0f} "
-              f"p90 {np.percentile(found, 90):.0f} p99 {np.percentile(found, 99):.0f} max {found.max():.0f}")
-        hist = np.bincount(found.astype(int))
-        print("  delay histogram: " + " ".join(f"{i}:{c}" for i, c in enumerate(hist) if c))
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="timings only")
-    ap.add_argument("--healthy", type=int, default=1000)
-    ap.add_argument("--collapse", type=int, default=500)
-    args = ap.parse_args()
+    argparse.ArgumentParser(description=__doc__).parse_args()
     for n in (50, 1000):
         bench_timings(n)
-    if not args.quick:
-        detector_stats(args.healthy, args.collapse)
 
 
 if __name__ == "__main__":

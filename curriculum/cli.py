@@ -59,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="write report.png and report.md into a run directory")
     rp.add_argument("run_dir")
 
+    cp = sub.add_parser("compare", help="compare run directories: one table (compare.md) and one picture (compare.png)")
+    cp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    cp.add_argument("--out", required=True, help="directory to write compare.md and compare.png into")
+
     sc = sub.add_parser("score", help="score responses offline (JSONL)")
     sc.add_argument("args", nargs=argparse.REMAINDER)
     return p
@@ -129,6 +133,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0 if ok else 1
     if args.cmd == "report":
         return _report(Path(args.run_dir))
+    if args.cmd == "compare":
+        from curriculum.compare import compare
+
+        md, png, text = compare(args.run_dirs, args.out)
+        print(text)
+        print(f"wrote {md} and {png}")
+        return 0
     raise AssertionError(args.cmd)
 
 
@@ -150,6 +161,10 @@ def _run(args: argparse.Namespace) -> int:
 
         load_trace(Path(args.replay))  # fail fast, before creating a run directory
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"{spec.model.run.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not args.run_dir:  # run.name is validated; this holds even for a spec built in code
+        from curriculum.engine import _stay_inside
+
+        _stay_inside(Path("runs"), run_dir)
     meta = {"replay": str(Path(args.replay).resolve()) if args.replay else None}
     text = Path(args.spec).read_text(encoding="utf-8")
     eng = Engine.create(
@@ -197,9 +212,10 @@ def _resume(args: argparse.Namespace) -> int:
         eng = resume_engine(run_dir, runner_override=runner, progress=progress, spec=spec)
         if spec is not None and eng.cluster.is_primary:
             # recorded only once the resume is sure to go ahead: a refused resume changes nothing
+            from curriculum.rundir import write_spec
             from curriculum.state import atomic_write_json
 
-            atomic_write_json(run_dir / "spec.resolved.json", spec.raw)
+            meta["spec_digest"] = write_spec(run_dir, spec.raw, meta)
             for line in masked:
                 print(f"warning: {line}", file=sys.stderr)
             meta["resumed_with_changes"] = (meta.get("resumed_with_changes") or []) + [

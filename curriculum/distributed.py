@@ -39,7 +39,10 @@ ENV_PROCESS_ID = "CURRICULUM_PROCESS_ID"
 ENV_INIT_TIMEOUT = "CURRICULUM_INIT_TIMEOUT"
 
 #: Metrics that are counts over the batch: the global value is the sum over processes.
-COUNT_METRICS = frozenset({"nonfinite_rewards", "reward_errors"})
+COUNT_METRICS = frozenset({
+    "nonfinite_rewards", "reward_errors",
+    "groups_flat", "groups_spread", "groups_top", "groups_saturated",  # the collapse detector's
+})
 
 
 # ---------------------------------------------------------------------- the pure reduction

@@ -23,7 +23,9 @@ consistent and `curriculum resume` continues from the last checkpoint.
 Crash safety: a checkpoint is written into a temporary folder (runner files, then engine.json)
 and renamed into place; only then does state.json point at it.  Resuming restores the runner
 and the engine state from the same checkpoint and cuts the logs back to the byte offsets
-recorded with it, so a resumed run continues exactly where that checkpoint left off.
+recorded with it, so a resumed run continues exactly where that checkpoint left off.  Which
+checkpoint, whether the logs still match it, and who may write: curriculum/rundir.py (the lock
+and the integrity checks that `curriculum status` shares).
 """
 
 from __future__ import annotations
@@ -33,13 +35,14 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from curriculum import distributed, faults, registry
+from curriculum import distributed, faults, registry, rundir
 from curriculum.errors import CurriculumError, RunDirError, RunnerError
 from curriculum.events import EventLog, MetricsLog, truncate_to
+from curriculum.limits import NAME_RULE, inside
 from curriculum.machine import BUDGET, PhaseMachine
 from curriculum.spec import END, Spec, load_spec, pid_config_from_table
 from curriculum.state import (
@@ -87,10 +90,14 @@ class Engine:
         self.runner = runner
         self.state = state
         self.resume_from = resume_from
+        # only the windows the guards read, each as long as its longest reader (spec.py)
+        default_cap, caps = spec.history_capacities()
         self.history = (
-            MetricHistory.from_dict(state.history) if state.history else MetricHistory(spec.window_capacity())
+            MetricHistory.from_dict(state.history, default_cap, caps)
+            if state.history
+            else MetricHistory(default_cap, caps)
         )
-        self.machine = PhaseMachine(spec, initial=state.phase if state.phase != END else None)
+        self.machine = PhaseMachine(spec, state)  # drives state.phase itself: one source of truth
         self.events = EventLog(self.run_dir, console=console and primary, enabled=primary)
         self.metrics = MetricsLog(self.run_dir, enabled=primary)
         self.functions = {n: registry.get_guard_function(n) for n in spec.function_names}
@@ -102,6 +109,8 @@ class Engine:
         self._pid_cfg = None
         self._last_logged_scale = state.penalty_scale
         self._nonfinite_logged = 0
+        self.lock: rundir.RunLock | None = None  # process 0's hold on the run directory
+        self.resume_repairs: list[str] = []  # what resume fixed before this engine started
         # the same name on every process: all of them save into one checkpoint directory
         self._tmp_tag = self.cluster.broadcast(os.getpid())
 
@@ -129,10 +138,19 @@ class Engine:
             raise CurriculumError(
                 f"--start-phase: unknown phase '{start}'; expected {one_of(spec.phases)}{suggest(start, spec.phases)}"
             )
-        cluster.agree(lambda: _create_run_dir(spec, run_dir, start, spec_text, meta))
-        state = RunState(spec_digest=spec.digest(), seed=spec.model.run.seed, phase=start)
-        runner = runner_override if runner_override is not None else make_runner(spec)
-        return cls(spec, run_dir, runner, state, console=console, progress=progress, cluster=cluster)
+        held: dict[str, rundir.RunLock] = {}
+
+        def create() -> None:
+            held["lock"] = _create_run_dir(spec, run_dir, start, spec_text, meta)
+
+        cluster.agree(create)
+
+        def make() -> "Engine":
+            state = RunState(spec_digest=spec.digest(), seed=spec.model.run.seed, phase=start)
+            runner = runner_override if runner_override is not None else make_runner(spec)
+            return cls(spec, run_dir, runner, state, console=console, progress=progress, cluster=cluster)
+
+        return _holding(held, make)
 
     # ------------------------------------------------------------------ main loop
 
@@ -162,12 +180,19 @@ class Engine:
             runner=self.spec.runner_kind,
             processes=self.cluster.count,
         )
+        if self.lock is not None and self.lock.stale:
+            old = self.lock.stale
+            self.events.emit("stale_lock_recovered", level="warning", pid=old.get("pid"), host=old.get("host"),
+                             command=old.get("command"), since=old.get("since"))
+        for repair in self.resume_repairs:
+            self.events.emit("resume_repaired", level="warning", repair=repair)
         try:
             self._runner_call("open", self.runner.open, ctx)
         except RunnerError:
             self.events.release_library_logs()
             self.metrics.close()
             self.events.close()
+            self._release()
             raise
         self.tracker.start()
         try:
@@ -196,7 +221,13 @@ class Engine:
                 self.tracker.finish()
                 self.events.release_library_logs()
                 self.events.close()
+                self._release()
         return st
+
+    def _release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def _advance(self) -> None:
         st = self.state
@@ -204,11 +235,11 @@ class Engine:
         if st.pending_phase_start:
             self._enter_phase(fresh=True)
         if ph.kind == "eval":
-            self._move(self.spec.next_phase(st.phase), BUDGET, None)
+            self._move(self.machine.dest_on_budget(), BUDGET, None)
             return
         remaining = (ph.max_steps - st.phase_step) if ph.max_steps is not None else math.inf
         if remaining <= 0:
-            self._move(self.machine.on_budget(), BUDGET, None)
+            self._move(self.machine.dest_on_budget(), BUDGET, None)
             return
         chunk = int(min(self.spec.model.run.chunk_steps, remaining))
         every = self.spec.model.run.checkpoint_every
@@ -245,12 +276,12 @@ class Engine:
             return
         if fired is not None:
             guard, result = fired
-            dest = self.machine.on_guard(guard)
+            dest = self.machine.dest_on_guard(guard)
             if dest is not None:
                 self._move(dest, guard, result)
                 return
         if stop_reason is not None:
-            self._move(self.machine.on_budget(), stop_reason, None)
+            self._move(self.machine.dest_on_budget(), stop_reason, None)
             return
         if every and st.global_step % every == 0:
             self._checkpoint(periodic=True)
@@ -496,6 +527,8 @@ class Engine:
         setup = self._phase_setup()
         self._runner_call("setup_phase", self.runner.setup_phase, setup)
         faults.point("phase_setup")
+        if fresh and st.pending_rewind:
+            self._rewind(st.pending_rewind)
         self.runner.set_penalties(st.penalties())
         self._open_bar()
         if fresh:
@@ -568,6 +601,17 @@ class Engine:
         if result is not None:
             evidence = dict(result.evidence)
             guard_kind = self.spec.guards[reason].kind if reason in self.spec.guards else None
+        story = _onset(evidence, st) if guard_kind == "collapse" else None
+        if story is not None:
+            record["onset_step"] = story["onset_step"]
+        trans = next((t for t in self.spec.transitions_from(src) if t.guard == reason), None)
+        if trans is not None and trans.rewind and dest != END:
+            onset = story["onset_step"] if story is not None else st.global_step
+            pick = self.cluster.broadcast(self._rewind_target(onset) if self.cluster.is_primary else None)
+            st.pending_rewind = {
+                "onset_step": onset, "detected_step": st.global_step, "phase": src, **pick,
+            }
+            record["rewind"] = dict(st.pending_rewind)
         for name in sorted(self.history_metric_names()):
             w = self.history.window(name, 1)
             if len(w):
@@ -575,6 +619,7 @@ class Engine:
         self.events.emit(
             "phase_transition",
             **record,
+            **({"story": story["story"]} if story is not None else {}),
             guard_kind=guard_kind,
             evidence=evidence,
             metrics=metrics_seen,
@@ -589,11 +634,51 @@ class Engine:
         if dest == END:
             self._finish_run(reason)
             return
-        st.phase = dest
+        self.machine.move(dest, reason if result is not None else None)
         st.phase_ordinal += 1
         st.phase_step = 0
         st.pending_phase_start = True
         self._save_state()
+
+    def _rewind_target(self, onset: int) -> dict[str, Any]:
+        """The newest intact checkpoint taken before ``onset`` (its weights had not yet seen a
+        collapsed step): {"checkpoint": relative path, "checkpoint_step": int}."""
+        best: tuple[int, str] | None = None
+        root = self.run_dir / CKPT_DIR
+        for d in sorted(root.iterdir()) if root.is_dir() else []:
+            if not d.is_dir() or d.name.startswith(".") or d.name == "final":
+                continue
+            saved = rundir.intact_checkpoint(self.run_dir, d)
+            if saved is None:
+                continue  # a damaged checkpoint is never a rewind target
+            step = int(saved.global_step)
+            if step < onset and (best is None or step >= best[0]):
+                best = (step, str(d.relative_to(self.run_dir)))
+        if best is None:  # cannot happen while boundary checkpoints exist; say so if it does
+            raise CurriculumError(
+                f"{self.run_dir}: a transition asks to rewind to before step {onset}, but no intact "
+                f"checkpoint from before that step is left in {root}"
+            )
+        return {"checkpoint": best[1], "checkpoint_step": best[0]}
+
+    def _rewind(self, plan: dict[str, Any]) -> None:
+        """Restore the policy weights of ``plan["checkpoint"]`` into the phase just set up.  Steps,
+        logs and data positions go on; the steps between the checkpoint and now stay in the logs,
+        marked by the ``policy_rewound`` event."""
+        st = self.state
+        restore = getattr(self.runner, "restore_policy", None)
+        if restore is None:
+            raise RunnerError(
+                f"transition from '{plan['phase']}' has rewind = true, but the "
+                f"{self.spec.runner_kind} runner cannot restore a policy (it has no restore_policy)"
+            )
+        self._runner_call("restore_policy", restore, self.run_dir / plan["checkpoint"] / "runner")
+        faults.point("rewind")
+        done = {**plan, "into_phase": st.phase, "step": st.global_step,
+                "discarded_steps": [int(plan["checkpoint_step"]) + 1, int(plan["detected_step"])]}
+        self.events.emit("policy_rewound", **done)
+        st.rewinds.append(done)
+        st.pending_rewind = None
 
     def history_metric_names(self) -> list[str]:
         return list(self.history.metrics)
@@ -624,8 +709,10 @@ class Engine:
     # ------------------------------------------------------------------ checkpoints
 
     def _save_state(self) -> None:
+        # The metric windows are written once, into the checkpoint's engine.json (what resume
+        # reads); state.json leaves them out, so it stays small however long the windows are.
         if self.cluster.is_primary:
-            save_state(self.run_dir, self.state)
+            save_state(self.run_dir, replace(self.state, history=None))
 
     def history_to_state(self) -> None:
         self.state.history = self.history.to_dict()
@@ -641,6 +728,7 @@ class Engine:
             return str(final.relative_to(self.run_dir))
         primary = self.cluster.is_primary
         tmp = root / f".tmp-{name}-{self._tmp_tag}"
+        _stay_inside(root, final, tmp)
         if primary:
             if tmp.exists():
                 shutil.rmtree(tmp)
@@ -648,9 +736,10 @@ class Engine:
         self.cluster.barrier("checkpoint-begin")
         self.metrics.flush()
         rel = str(final.relative_to(self.run_dir))
-        prev_ckpt, prev_offsets = st.last_checkpoint, st.log_offsets
+        prev_ckpt, prev_offsets, prev_digests = st.last_checkpoint, st.log_offsets, st.log_digests
         st.last_checkpoint = rel
         st.log_offsets = {"events": -1, "metrics": self.metrics.offset()}
+        st.log_digests = {"metrics": self.metrics.digest()}
         try:
             self.runner.save(tmp / "runner")  # collective: every process saves its part
             faults.point("checkpoint_runner_saved")
@@ -666,17 +755,18 @@ class Engine:
                 kind=kind,
             )
             st.log_offsets["events"] = self.events.offset()
+            st.log_digests["events"] = self.events.digest()
             self.history_to_state()
             # process 0 commits; a failure there reaches every process (none waits forever)
             self.cluster.agree(lambda: self._commit_checkpoint(tmp, final))
             faults.point("checkpoint_renamed")
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
-            st.last_checkpoint, st.log_offsets = prev_ckpt, prev_offsets
+            st.last_checkpoint, st.log_offsets, st.log_digests = prev_ckpt, prev_offsets, prev_digests
             raise self._checkpoint_failed(final, e) from None
         except CurriculumError:
             shutil.rmtree(tmp, ignore_errors=True)
-            st.last_checkpoint, st.log_offsets = prev_ckpt, prev_offsets
+            st.last_checkpoint, st.log_offsets, st.log_digests = prev_ckpt, prev_offsets, prev_digests
             raise
         self._save_state()
         if periodic and primary:
@@ -687,6 +777,7 @@ class Engine:
         """Write the engine state into the checkpoint and rename it into place (process 0)."""
         try:
             atomic_write_json(tmp / "engine.json", self.state.to_dict())
+            rundir.write_manifest(tmp)  # names, sizes and small files' sha256 (see rundir.py)
             os.replace(tmp, final)
             fsync_dir(final.parent)
         except OSError as e:
@@ -744,15 +835,46 @@ class Engine:
 # ---------------------------------------------------------------------- helpers
 
 
+def _stay_inside(root: Path, *paths: Path) -> None:
+    """Refuse a path built from a name (a phase, a checkpoint) that would leave the run directory."""
+    for p in paths:
+        try:
+            inside(root, p)
+        except ValueError:
+            raise RunDirError(
+                f"{p}: refusing to write outside the run directory {root} (a name holding '/' or '..'; "
+                f"names hold only {NAME_RULE})"
+            ) from None
+
+
 def _guard_state_fits(stored: Any, fresh: dict[str, Any]) -> bool:
     if not isinstance(stored, dict) or not set(fresh) <= set(stored):
         return False
     if "detector" in fresh:
         det = stored.get("detector")
-        if not isinstance(det, dict) or not isinstance(det.get("signals"), dict):
-            return False
-        return set(det["signals"]) == set(fresh["detector"]["signals"])
+        return isinstance(det, dict) and set(fresh["detector"]) <= set(det)
     return True
+
+
+def _onset(evidence: dict[str, Any], st: RunState) -> dict[str, Any] | None:
+    """The collapse detector's change-point estimate as a global step, and its story."""
+    ph_onset = evidence.get("onset_phase_step")
+    if not isinstance(ph_onset, int):
+        return None
+    onset = st.global_step - st.phase_step + ph_onset
+    stat, thr = evidence.get("statistic"), evidence.get("threshold")
+    far = evidence.get("false_alarm_rate")
+    base = evidence.get("baseline") or {}
+    p_flat = (base.get("p") or {}).get("flat")
+    story = (
+        f"collapse began near step {onset}, detected at {st.global_step} "
+        f"(CUSUM {stat:.2f} >= threshold {thr:.2f} = log(1/false_alarm_rate), false_alarm_rate "
+        f"{far:g} per step; healthy flat-group rate {p_flat:.2f} from {base.get('groups', 0):.0f} "
+        f"{base.get('source', '?')} groups)"
+        if isinstance(stat, (int, float)) and isinstance(thr, (int, float)) and isinstance(far, (int, float))
+        and isinstance(p_flat, (int, float)) else f"collapse began near step {onset}, detected at {st.global_step}"
+    )
+    return {"onset_step": onset, "story": story}
 
 
 def _as_float(v: Any) -> float:
@@ -764,8 +886,10 @@ def _as_float(v: Any) -> float:
         return math.nan
 
 
-def _create_run_dir(spec: Spec, run_dir: Path, start: str, spec_text: str | None, meta: dict[str, Any] | None) -> None:
-    """Make a new run directory (process 0 only): it appears whole or not at all."""
+def _create_run_dir(
+    spec: Spec, run_dir: Path, start: str, spec_text: str | None, meta: dict[str, Any] | None
+) -> rundir.RunLock:
+    """Make a new run directory (process 0 only): it appears whole, and locked, or not at all."""
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: the run directory path is an existing file; give a new --run-dir")
     if run_dir.exists() and any(run_dir.iterdir()):
@@ -776,12 +900,14 @@ def _create_run_dir(spec: Spec, run_dir: Path, start: str, spec_text: str | None
     # The run directory appears whole or not at all: it is assembled beside its final place
     # and renamed into it, so a kill during creation never leaves a half-made run.
     tmp = run_dir.parent / f".{run_dir.name}.creating-{os.getpid()}"
+    lock = None
     try:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         if tmp.exists():
             shutil.rmtree(tmp)
         (tmp / CKPT_DIR).mkdir(parents=True)
-        atomic_write_json(tmp / "spec.resolved.json", spec.raw)
+        lock = rundir.acquire(tmp, "curriculum run")
+        digest = rundir.write_spec(tmp, spec.raw)
         if spec_text is not None:
             (tmp / "spec.source.toml").write_text(spec_text, encoding="utf-8")
         atomic_write_json(
@@ -792,14 +918,19 @@ def _create_run_dir(spec: Spec, run_dir: Path, start: str, spec_text: str | None
                 "overrides": spec.overrides,
                 "start_phase": start,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "spec_digest": digest,  # sha256 of spec.resolved.json, checked by status and resume
                 **(meta or {}),
             },
         )
         state = RunState(spec_digest=spec.digest(), seed=spec.model.run.seed, phase=start)
         save_state(tmp, state)
         os.replace(tmp, run_dir)  # also replaces an empty directory the user made
+        lock.moved(run_dir)
         fsync_dir(run_dir.parent)
+        return lock
     except OSError as e:
+        if lock is not None:
+            lock.release()
         shutil.rmtree(tmp, ignore_errors=True)
         why = e.strerror or str(e)
         for parent in run_dir.parents:
@@ -844,48 +975,94 @@ def resume_engine(
     progress: bool | None = None,
     spec: Spec | None = None,
 ) -> Engine:
-    """Continue a run from its last checkpoint, in place."""
+    """Continue a run from its newest intact checkpoint, in place."""
     run_dir = Path(run_dir)
     if spec is None:
         spec = load_run_spec(run_dir)
     cluster = distributed.connect(spec.model.run.distributed)
-    # process 0 repairs the directory (logs cut back, state reset); every process then reads
-    # the same checkpoint
-    plan = cluster.agree(lambda: _prepare_resume(run_dir, spec))
-    runner = runner_override if runner_override is not None else make_runner(spec)
-    if plan["checkpoint"] is None:
-        # Killed before the first checkpoint: start the run again from scratch, in place.
-        state = RunState(spec_digest=spec.digest(), seed=spec.model.run.seed, phase=plan["start"])
-        return Engine(spec, run_dir, runner, state, console=console, progress=progress, cluster=cluster)
-    ckpt = run_dir / plan["checkpoint"]
-    state = load_state(ckpt / "engine.json")
-    return Engine(spec, run_dir, runner, state, console=console, progress=progress, resume_from=ckpt, cluster=cluster)
+    # process 0 locks and repairs the directory (logs cut back, state reset); every process
+    # then reads the same checkpoint
+    held: dict[str, rundir.RunLock] = {}
+    plan = cluster.agree(lambda: _prepare_resume(run_dir, spec, held))
+
+    def make() -> Engine:
+        runner = runner_override if runner_override is not None else make_runner(spec)
+        if plan["checkpoint"] is None:
+            # Killed before the first checkpoint: start the run again from scratch, in place.
+            state = RunState(spec_digest=spec.digest(), seed=spec.model.run.seed, phase=plan["start"])
+            return Engine(spec, run_dir, runner, state, console=console, progress=progress, cluster=cluster)
+        ckpt = run_dir / plan["checkpoint"]
+        state = load_state(ckpt / "engine.json")
+        return Engine(spec, run_dir, runner, state, console=console, progress=progress, resume_from=ckpt,
+                      cluster=cluster)
+
+    eng = _holding(held, make)
+    eng.resume_repairs = list(plan["repairs"])
+    return eng
 
 
-def _prepare_resume(run_dir: Path, spec: Spec) -> dict[str, Any]:
-    """Make a run directory resumable (process 0 only); name the checkpoint to resume from."""
+def _holding(held: dict[str, rundir.RunLock], make: Any) -> Engine:
+    """Build the engine that inherits the run directory's lock (process 0); a failure to build
+    it releases the lock rather than leave it to the stale-lock check."""
     try:
-        top = load_state(run_dir / "state.json")
-    except FileNotFoundError:
-        raise RunDirError(f"{run_dir}: not a run directory (missing state.json)") from None
-    except ValueError as e:
-        raise RunDirError(str(e)) from None
-    if top.status == "finished":
-        raise RunDirError(f"{run_dir}: the run already finished ({top.finish_reason}); nothing to resume")
-    _clean_tmp(run_dir)
-    ckpt = _latest_checkpoint(run_dir, top)
-    if ckpt is None:
-        start = top.visits[0]["phase"] if top.visits else top.phase
-        for name in ("events.jsonl", "metrics.jsonl"):
-            truncate_to(run_dir / name, 0, f"resume{len(_orphans(run_dir))}")
-        save_state(run_dir, RunState(spec_digest=spec.digest(), seed=spec.model.run.seed, phase=start))
-        return {"checkpoint": None, "start": start}
-    state = load_state(ckpt / "engine.json")
+        eng = make()
+    except BaseException:
+        if "lock" in held:
+            held["lock"].release()
+        raise
+    eng.lock = held.get("lock")
+    return eng
+
+
+def _prepare_resume(run_dir: Path, spec: Spec, held: dict[str, Any]) -> dict[str, Any]:
+    """Lock a run directory, make it resumable (process 0 only) and name the checkpoint to
+    resume from.  What it does is what `curriculum status` predicted (curriculum/rundir.py)."""
+    if not (run_dir / "state.json").exists() and not (run_dir / CKPT_DIR).is_dir():
+        raise RunDirError(f"{run_dir}: not a run directory (missing state.json)")
+    lock = rundir.acquire(run_dir, "curriculum resume")
+    try:
+        plan = _repair_for_resume(run_dir, spec)
+    except BaseException:
+        lock.release()
+        raise
+    held["lock"] = lock
+    return plan
+
+
+def _repair_for_resume(run_dir: Path, spec: Spec) -> dict[str, Any]:
+    v = rundir.inspect(run_dir)
+    if v.refusal:
+        raise RunDirError(f"{run_dir}: cannot resume: {v.refusal}")
+    if v.finished:
+        done = v.top if v.top is not None and v.top.status == "finished" else v.chosen.state if v.chosen else None
+        if done is not None and done is not v.top:
+            save_state(run_dir, done)  # killed after the final checkpoint, before state.json said so
+        raise RunDirError(
+            f"{run_dir}: the run already finished ({done.finish_reason if done else 'final checkpoint'}); nothing to resume"
+        )
+    repairs: list[str] = []
+    rundir.clean_tmp(run_dir)
+    moved = rundir.set_aside(run_dir, v.set_aside)
+    for rel, dest in zip(v.set_aside, moved):
+        why = next((c.problem for c in v.checkpoints if c.rel == rel), "")
+        repairs.append(f"{rel} set aside into {dest} ({why})")
     tag = f"resume{len(_orphans(run_dir))}"
-    truncate_to(run_dir / "events.jsonl", max(0, state.log_offsets.get("events", 0)), tag)
-    truncate_to(run_dir / "metrics.jsonl", max(0, state.log_offsets.get("metrics", 0)), tag)
+    if v.chosen is None:
+        for name in ("events.jsonl", "metrics.jsonl"):
+            truncate_to(run_dir / name, 0, tag)
+        save_state(run_dir, RunState(spec_digest=spec.digest(), seed=spec.model.run.seed, phase=v.start_phase))
+        return {"checkpoint": None, "start": v.start_phase, "repairs": repairs}
+    state = v.chosen.state
+    assert state is not None
+    if v.top is None or v.top.last_checkpoint != v.chosen.rel:
+        was = v.top.last_checkpoint if v.top is not None else "unreadable"
+        repairs.append(f"resumed from {v.chosen.rel}, the newest intact checkpoint (state.json pointed at {was})")
+    # the kept prefixes were checked against the digests the checkpoint recorded
+    for key, name in rundir.LOGS:
+        truncate_to(run_dir / name, max(0, state.log_offsets.get(key, 0)), tag)
+        faults.point("resume_cut")  # every step of this repair is safe to repeat after a kill
     save_state(run_dir, state)
-    return {"checkpoint": str(ckpt.relative_to(run_dir)), "start": state.phase}
+    return {"checkpoint": v.chosen.rel, "start": state.phase, "repairs": repairs}
 
 
 def branch_engine(
@@ -905,88 +1082,79 @@ def branch_engine(
     if phase not in spec.phases:
         raise CurriculumError(f"--from-phase: unknown phase '{phase}'; expected {one_of(spec.phases)}{suggest(phase, spec.phases)}")
     cluster = distributed.connect(spec.model.run.distributed)
-    dest = new_dir / cluster.agree(lambda: _prepare_branch(run_dir, phase, new_dir))
-    state = load_state(dest / "engine.json")
-    state.status = "running"
-    runner = runner_override if runner_override is not None else make_runner(spec)
-    return Engine(spec, new_dir, runner, state, console=console, progress=progress, resume_from=dest, cluster=cluster)
+    held: dict[str, rundir.RunLock] = {}
+    dest = new_dir / cluster.agree(lambda: _prepare_branch(run_dir, phase, new_dir, held))
+
+    def make() -> Engine:
+        state = load_state(dest / "engine.json")
+        state.status = "running"
+        runner = runner_override if runner_override is not None else make_runner(spec)
+        return Engine(spec, new_dir, runner, state, console=console, progress=progress, resume_from=dest, cluster=cluster)
+
+    return _holding(held, make)
 
 
-def _prepare_branch(run_dir: Path, phase: str, new_dir: Path) -> str:
+def _prepare_branch(run_dir: Path, phase: str, new_dir: Path, held: dict[str, Any]) -> str:
     """Copy what a branch starts from into its new directory (process 0 only); the checkpoint."""
-    try:
-        top = load_state(run_dir / "state.json")
-    except (FileNotFoundError, ValueError) as e:
-        raise RunDirError(f"{run_dir}: cannot read the run state ({e})") from None
-    visits = [v for v in top.visits if v["phase"] == phase and v.get("checkpoint")]
-    ckpt = None
-    for v in reversed(visits):
-        cand = run_dir / v["checkpoint"]
-        if (cand / "engine.json").exists():
-            ckpt = cand
-            break
-    if ckpt is None:
-        seen = sorted({v["phase"] for v in top.visits if v.get("checkpoint")})
+    v = rundir.inspect(run_dir)
+    if v.refusal:
+        raise RunDirError(f"{run_dir}: cannot branch: {v.refusal}")
+    ref = v.top or (v.chosen.state if v.chosen else None)
+    if ref is None:
+        raise RunDirError(f"{run_dir}: cannot read the run state, and no checkpoint is intact")
+    visits = [x for x in ref.visits if x["phase"] == phase and x.get("checkpoint")]
+    by_rel = {c.rel: c for c in v.checkpoints}
+    if visits and visits[-1]["checkpoint"] not in by_rel:
+        raise RunDirError(
+            f"{run_dir}: {visits[-1]['checkpoint']}, taken when phase '{phase}' last began, is missing; "
+            "a branch cannot start from it"
+        )
+    if not visits:
+        seen = sorted({x["phase"] for x in ref.visits if x.get("checkpoint") in by_rel})
         raise RunDirError(
             f"{run_dir}: no checkpoint taken at the start of phase '{phase}'; phases with one: "
             f"{', '.join(seen) or 'none'}"
         )
+    src = by_rel[visits[-1]["checkpoint"]]
+    if src.problem:
+        raise RunDirError(
+            f"{run_dir}: {src.rel}, taken when phase '{phase}' last began, is damaged ({src.problem}); "
+            "a branch cannot start from it"
+        )
+    ckpt = run_dir / src.rel
     if new_dir.resolve() == run_dir.resolve():
         raise CurriculumError("--run-dir must be a new directory: branching never overwrites the original run")
     if new_dir.exists() and any(new_dir.iterdir()):
         raise RunDirError(f"{new_dir}: already holds files; give an empty or new --run-dir")
-    (new_dir / CKPT_DIR).mkdir(parents=True, exist_ok=True)
-    for name in ("spec.resolved.json", "run.json", "spec.source.toml"):
-        if (run_dir / name).exists():
-            shutil.copy2(run_dir / name, new_dir / name)
-    meta = json.loads((new_dir / "run.json").read_text())
-    meta["branched_from"] = {"run_dir": str(run_dir.resolve()), "phase": phase, "checkpoint": ckpt.name}
-    atomic_write_json(new_dir / "run.json", meta)
-    dest = new_dir / CKPT_DIR / ckpt.name
-    shutil.copytree(ckpt, dest)
-    state = load_state(dest / "engine.json")
-    for name, key in (("events.jsonl", "events"), ("metrics.jsonl", "metrics")):
-        src = run_dir / name
-        off = max(0, state.log_offsets.get(key, 0))
-        with open(src, "rb") as f:
-            data = f.read(off)
-        (new_dir / name).write_bytes(data)
-    state.status = "running"
-    save_state(new_dir, state)
+    new_dir.mkdir(parents=True, exist_ok=True)
+    lock = rundir.acquire(new_dir, "curriculum resume --from-phase")
+    try:
+        if any(p.name != rundir.LOCK for p in new_dir.iterdir()):
+            raise RunDirError(f"{new_dir}: already holds files; give an empty or new --run-dir")
+        (new_dir / CKPT_DIR).mkdir(parents=True, exist_ok=True)
+        for name in ("spec.resolved.json", "run.json", "spec.source.toml"):
+            if (run_dir / name).exists():
+                shutil.copy2(run_dir / name, new_dir / name)
+        meta = json.loads((new_dir / "run.json").read_text())
+        meta["branched_from"] = {"run_dir": str(run_dir.resolve()), "phase": phase, "checkpoint": ckpt.name}
+        atomic_write_json(new_dir / "run.json", meta)
+        dest = new_dir / CKPT_DIR / ckpt.name
+        shutil.copytree(ckpt, dest)
+        state = load_state(dest / "engine.json")
+        for key, name in rundir.LOGS:
+            # the prefix was checked (line boundary, sha256) by inspect() above
+            off = max(0, state.log_offsets.get(key, 0))
+            with open(run_dir / name, "rb") as f:
+                data = f.read(off)
+            (new_dir / name).write_bytes(data)
+        state.status = "running"
+        save_state(new_dir, state)
+    except BaseException:
+        lock.release()
+        raise
+    held["lock"] = lock
     return str(dest.relative_to(new_dir))
-
-
-def _clean_tmp(run_dir: Path) -> None:
-    root = run_dir / CKPT_DIR
-    if root.exists():
-        for p in root.iterdir():
-            if p.name.startswith(".tmp-"):
-                shutil.rmtree(p, ignore_errors=True)
 
 
 def _orphans(run_dir: Path) -> list[Path]:
     return list(run_dir.glob("*.orphaned.jsonl"))
-
-
-def _latest_checkpoint(run_dir: Path, top: RunState) -> Path | None:
-    """The checkpoint state.json points at, or else the newest intact one on disk."""
-    cands: list[Path] = []
-    if top.last_checkpoint:
-        cands.append(run_dir / top.last_checkpoint)
-    root = run_dir / CKPT_DIR
-    if root.exists():
-        def key(p: Path) -> int:
-            try:
-                return load_state(p / "engine.json").global_step
-            except (OSError, ValueError):
-                return -1
-
-        others = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        cands.extend(sorted(others, key=key, reverse=True))
-    for c in cands:
-        try:
-            load_state(c / "engine.json")
-            return c
-        except (OSError, ValueError):
-            continue
-    return None

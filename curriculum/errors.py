@@ -44,11 +44,35 @@ def one_of(choices: Iterable[str]) -> str:
 
 
 _HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-_ASSIGN = re.compile(r"^\s*([A-Za-z0-9_\-\".]+)\s*=")
+_ASSIGN = re.compile(r"^\s*([A-Za-z0-9_\-.]+|(?:[A-Za-z0-9_\-.\s]|\"(?:[^\"\\\\]|\\\\.)*\"|'[^']*')+?)\s*=")
 
 
-def _norm_key(k: str) -> str:
-    return ".".join(p.strip().strip('"').strip("'") for p in k.split("."))
+_KEY_PART = re.compile(r'\s*("(?:[^"\\]|\\.)*"|\'[^\']*\'|[^.]*?)\s*(?:\.|$)')
+
+
+def _key_parts(k: str) -> list[str]:
+    """A dotted TOML key as its parts; quoted parts may hold dots and escapes ("a.b"."\\u0000")."""
+    parts: list[str] = []
+    pos = 0
+    while pos < len(k):
+        m = _KEY_PART.match(k, pos)
+        if m is None or m.end() == pos:
+            break
+        raw = m.group(1)
+        if raw.startswith('"'):
+            try:
+                raw = json.loads(raw)
+            except ValueError:
+                raw = raw.strip('"')
+        elif raw.startswith("'"):
+            raw = raw[1:-1]
+        parts.append(raw)
+        pos = m.end()
+    return parts
+
+
+def _norm_key(k: str) -> list[str]:
+    return _key_parts(k.strip())
 
 
 def locate(text: str | None, path: tuple) -> int | None:
@@ -69,7 +93,7 @@ def locate(text: str | None, path: tuple) -> int | None:
             continue
         m = _HEADER.match(line)
         if m:
-            table = _norm_key(m.group(1)).split(".")
+            table = _norm_key(m.group(1))
             if line.strip().startswith("[["):
                 key = ".".join(table)
                 counts[key] = counts.get(key, -1) + 1
@@ -81,7 +105,7 @@ def locate(text: str | None, path: tuple) -> int | None:
         m = _ASSIGN.match(line)
         if not m:
             continue
-        full = table + _norm_key(m.group(1)).split(".")
+        full = table + _norm_key(m.group(1))
         depth = _prefix_depth(full, parts)
         # inline tables: key = { a = 1, b = 2 }
         if depth and depth < len(parts) and "{" in line:

@@ -8,6 +8,7 @@ run never shows the same step twice.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -22,14 +23,14 @@ _DURABLE = {"phase_transition", "phase_finished", "run_finished", "run_started",
 
 
 class _JsonLinesFile:
-    """A structlog 'logger' that appends rendered lines to a file."""
+    """A structlog 'logger' that appends rendered lines to a log."""
 
-    def __init__(self, fh: TextIO):
-        self._fh = fh
+    def __init__(self, log: "_AppendOnly"):
+        self._log = log
 
     def msg(self, message: str) -> None:
-        self._fh.write(message + "\n")
-        self._fh.flush()
+        self._log._append(message + "\n")
+        self._log._fh.flush()
 
     info = warning = error = debug = msg
 
@@ -39,13 +40,31 @@ def _json_safe(_, __, event_dict: dict[str, Any]) -> dict[str, Any]:
 
 
 class _AppendOnly:
-    """An append-only log file: its byte offset marks a checkpoint; close() makes it durable."""
+    """An append-only log file: its byte offset marks a checkpoint, with the sha256 of the bytes
+    before it (kept as a running hash, so a checkpoint never rereads the log); close() makes it
+    durable."""
 
     _fh: TextIO
+
+    def _open(self, path: Path, enabled: bool) -> None:
+        self._sha = hashlib.sha256()
+        if enabled and path.exists():
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    self._sha.update(block)
+        self._fh = open(path if enabled else os.devnull, "a", encoding="utf-8")
+
+    def _append(self, line: str) -> None:
+        self._fh.write(line)
+        self._sha.update(line.encode("utf-8"))
 
     def offset(self) -> int:
         self._fh.flush()
         return self._fh.tell()
+
+    def digest(self) -> str:
+        """sha256 of the log's bytes up to offset()."""
+        return self._sha.copy().hexdigest()
 
     def close(self) -> None:
         try:
@@ -69,9 +88,9 @@ class EventLog(_AppendOnly):
     ):
         # enabled=False (a process other than 0 of a multi-process run): events go nowhere
         self.path = Path(run_dir) / "events.jsonl"
-        self._fh = open(self.path if enabled else os.devnull, "a", encoding="utf-8")
+        self._open(self.path, enabled)
         self._file_log = structlog.wrap_logger(
-            _JsonLinesFile(self._fh),
+            _JsonLinesFile(self),
             processors=[
                 structlog.processors.add_log_level,
                 structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -137,10 +156,10 @@ class MetricsLog(_AppendOnly):
 
     def __init__(self, run_dir: Path, *, enabled: bool = True):
         self.path = Path(run_dir) / "metrics.jsonl"
-        self._fh = open(self.path if enabled else os.devnull, "a", encoding="utf-8")
+        self._open(self.path, enabled)
 
     def write(self, record: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(_clean(record), allow_nan=False) + "\n")
+        self._append(json.dumps(_clean(record), allow_nan=False) + "\n")
 
     def flush(self) -> None:
         self._fh.flush()

@@ -58,11 +58,12 @@ from typing import Any, Callable, Collection, Iterator, Mapping, Protocol
 
 import numpy as np
 
+from curriculum import limits as _limits
 from curriculum import stats as _stats
 
 MAX_LENGTH = 2000  #: longest accepted expression, in characters
 MAX_DEPTH = 64  #: deepest accepted nesting (parentheses, calls, unary operators, operator chains)
-MAX_WINDOW = 1_000_000  #: largest accepted window literal
+MAX_WINDOW = _limits.MAX_WINDOW  #: largest accepted window literal (see curriculum/limits.py)
 
 # ---------------------------------------------------------------------------------------
 # errors

@@ -2,7 +2,8 @@
 
 Set CURRICULUM_CRASH_AT="POINT:N" (or "POINT:N,POINT2:M") and the process kills itself with
 SIGKILL the N-th time it reaches POINT.  Points: step, checkpoint_runner_saved,
-checkpoint_renamed, transition_logged, evaluation, phase_setup.  Without the variable this is
+checkpoint_renamed, transition_logged, evaluation, phase_setup, resume_cut (resume
+repairing a run directory, after cutting one log).  Without the variable this is
 one dictionary lookup.
 """
 

@@ -17,11 +17,11 @@ Kinds (key ``type``, default ``"expr"``):
     condition: once active, the guard stays active until ``until`` holds; without it, it leaves
     as soon as ``when`` is known to be false).
 ``collapse``
-    the CUSUM collapse detector of :mod:`curriculum.controllers` (its keys: ``signals``,
-    ``weights``, ``min_std``, ``rel_std``, ``directions``, ``primary``, ``baseline``,
-    ``baseline_phase``, ``baseline_window``, ``warmup``, ``min_baseline``, ``k``, ``z_clip``,
-    ``h``, ``primary_fraction``, ``cap``).  The detector consumes every step, also steps that
-    are not checks.
+    the per-group collapse test of :mod:`curriculum.collapse` (its keys: ``false_alarm_rate``
+    or ``arl``, ``min_collapse``, ``tolerance``, ``top_loss``, ``baseline``, ``baseline_phase``,
+    ``baseline_window``, ``warmup``, ``min_baseline_groups``, ``prior``, ``baseline_margin``,
+    ``max_step_evidence``, ``veto``).  The detector consumes every step, also steps that are
+    not checks.
 ``custom``
     ``function`` (a registered name), ``args`` (list of numbers/strings), optional ``windows``
     (table metric -> window length the function reads, so the history keeps enough values).
@@ -53,13 +53,13 @@ from typing import Any, Callable, Collection, Mapping
 
 import numpy as np
 
-from curriculum import controllers as ctl
+from curriculum import collapse as col
 from curriculum import expr as ex
 
 COMMON_KEYS = frozenset({"type", "patience", "check_every", "cooldown", "min_dwell", "description"})
 KIND_KEYS: dict[str, frozenset[str]] = {
     "expr": frozenset({"when", "until"}),
-    "collapse": frozenset(ctl.COLLAPSE_KEYS),
+    "collapse": frozenset(col.COLLAPSE_KEYS | col.REMOVED_KEYS),  # removed ones: a pointed error
     "custom": frozenset({"function", "args", "windows"}),
 }
 KINDS = tuple(KIND_KEYS)
@@ -159,7 +159,7 @@ class Guard:
     description: str = ""
     when: ex.Node | None = None
     until: ex.Node | None = None
-    collapse: ctl.CollapseConfig | None = None
+    collapse: col.CollapseConfig | None = None
     function: str | None = None
     args: tuple[Any, ...] = ()
     windows: Mapping[str, int] = field(default_factory=dict)
@@ -177,7 +177,7 @@ class Guard:
         if self.until is not None:
             merge(ex.windows_needed(self.until))
         if self.collapse is not None:
-            merge({s: self.collapse.baseline_window for s in self.collapse.signal_names})
+            merge({s: max(self.collapse.baseline_window, self.collapse.warmup) for s in col.READS})
         merge(self.windows)
         return need
 
@@ -203,7 +203,7 @@ class Guard:
             "fires": 0,
         }
         if self.collapse is not None:
-            st["detector"] = ctl.collapse_init(self.collapse)
+            st["detector"] = col.collapse_init(self.collapse)
             st["missed_steps"] = 0
         return st
 
@@ -230,8 +230,8 @@ class Guard:
         skip = self._skip_reason(st, step)
         if skip is not None:
             evidence["skipped"] = skip
-            if detector_out is not None:  # light: the full per-signal numbers come with checks
-                evidence.update(score=detector_out.score, alarm=detector_out.fired)
+            if detector_out is not None:  # light: the full evidence comes with checks
+                evidence.update(statistic=detector_out.statistic, alarm=detector_out.fired)
             return st, GuardResult(False, None, False, bool(st["active"]), evidence, [])
 
         satisfied, ev_enter, nonfinite = self._condition(self.when, view, functions, detector_out)
@@ -291,11 +291,8 @@ class Guard:
             return ev.satisfied, evidence, list(ev.nonfinite_terms)
         if self.kind == "collapse":
             out = detector_out
-            evidence = self._collapse_evidence(out)  # JSON-safe by construction
-            nonfinite = [
-                s for s in self.collapse.signal_names  # type: ignore[union-attr]
-                if _latest_nonfinite(view, s)
-            ]
+            evidence = _json_safe(dict(out.evidence, alarm=out.fired, ready=out.ready))
+            nonfinite = [m for m in col.GROUP_METRICS[:2] if _latest_nonfinite(view, m)]
             return (out.fired if out.ready else None), evidence, nonfinite
         # custom
         text = f"{self.function}({', '.join(repr(a) for a in self.args)})"
@@ -317,20 +314,7 @@ class Guard:
             return bool(f), {"terms": {text: f}}, []
         return None, {"terms": {text: None}, "errors": {text: f"returned {type(raw).__name__}, expected bool or number"}}, [text]
 
-    @staticmethod
-    def _collapse_evidence(out: ctl.CollapseOutput) -> dict[str, Any]:
-        ev = dict(out.evidence)
-        signals = {k: v for k, v in ev.items() if isinstance(v, dict)}
-        return {
-            "score": out.score,
-            "primary_score": out.primary_score,
-            "h": ev.get("h"),
-            "alarm": out.fired,
-            "ready": out.ready,
-            "signals": signals,
-        }
-
-    def _consume(self, st: dict[str, Any], view: Any, step: int) -> tuple[dict[str, Any], ctl.CollapseOutput]:
+    def _consume(self, st: dict[str, Any], view: Any, step: int) -> tuple[dict[str, Any], col.CollapseOutput]:
         """Feed the detector every step pushed since the previous update."""
         cfg = self.collapse
         assert cfg is not None
@@ -338,30 +322,34 @@ class Guard:
         det = st["detector"]
         out = None
         if new > 0:
-            wins = {s: view.window(s, new) for s in cfg.signal_names}
-            baseline_windows = None
-            needs_baseline = cfg.baseline == "previous_phase" and any(
-                det["signals"].get(s, {}).get("baseline") is None for s in cfg.signal_names
-            )
-            if needs_baseline:
-                baseline_windows = {
-                    s: view.phase_window(s, cfg.baseline_window, cfg.baseline_phase)
-                    for s in cfg.signal_names
-                }
+            baseline_steps = None
+            if cfg.baseline == "previous_phase" and det.get("baseline") is None:
+                baseline_steps = _rows(
+                    {m: view.phase_window(m, cfg.baseline_window, cfg.baseline_phase) for m in col.READS}
+                )
             if new > getattr(view, "capacity", new):
                 st["missed_steps"] = int(st.get("missed_steps", 0)) + new - int(view.capacity)
             span = min(new, int(getattr(view, "capacity", new)))
-            for i in range(span):
-                values: dict[str, float] = {}
-                for s, w in wins.items():
-                    j = len(w) - span + i  # right-aligned: the last value is this step's
-                    if 0 <= j < len(w):
-                        values[s] = float(w[j])
-                det, out = ctl.collapse_update(cfg, det, values, baseline_windows)
+            for row in _rows({m: view.window(m, span) for m in col.READS}, span):
+                det, out = col.collapse_update(cfg, det, row, baseline_steps)
+                baseline_steps = None  # read once, when the baseline is first needed
         if out is None:  # no new step: report the current state without consuming
-            _, out = ctl.collapse_update(cfg, det, {}, None)
+            _, out = col.collapse_update(cfg, det, None, None)
         st["detector"] = det
         return st, out
+
+
+def _rows(windows: Mapping[str, Any], span: int | None = None) -> list[dict[str, float]]:
+    """Per-step dicts from per-metric windows, right-aligned (the last value is the newest step);
+    a metric with fewer values is missing (NaN) in the earliest rows."""
+    n = span if span is not None else max([0, *(len(w) for w in windows.values())])
+    rows: list[dict[str, float]] = [{} for _ in range(n)]
+    for m, w in windows.items():
+        off = n - len(w)
+        for i in range(n):
+            j = i - off
+            rows[i][m] = float(w[j]) if 0 <= j < len(w) else math.nan
+    return rows
 
 
 def _latest_nonfinite(view: Any, metric: str) -> bool:
@@ -429,41 +417,18 @@ def _compile(name, table, metrics, functions) -> Guard:
         return Guard(name, kind, description=desc, when=when, until=until, **common)
 
     if kind == "collapse":
-        sub = {k: v for k, v in table.items() if k in ctl.COLLAPSE_KEYS}
-        listed = table.get("signals")
-        if isinstance(listed, (list, tuple, Mapping)):
-            for s in listed:
-                if isinstance(s, str) and s not in metrics:
-                    close = difflib.get_close_matches(s, sorted(metrics), n=1, cutoff=0.6)
-                    hint = f"; did you mean '{close[0]}'?" if close else ""
-                    raise GuardConfigError("signals", f"unknown metric '{s}'{hint}")
+        sub = {k: v for k, v in table.items() if k in col.COLLAPSE_KEYS | col.REMOVED_KEYS}
         try:
-            cfg = ctl.collapse_config(sub)
-        except ctl.ControllerConfigError as e:
+            cfg = col.collapse_config(sub)
+        except col.CollapseConfigError as e:
             raise GuardConfigError(e.key, e.message) from e
-        missing = [s for s in cfg.signal_names if s not in metrics]
-        if missing and "signals" in table:
-            close = difflib.get_close_matches(missing[0], sorted(metrics), n=1, cutoff=0.6)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise GuardConfigError("signals", f"unknown metric '{missing[0]}'{hint}")
-        if missing:  # default signals this runner does not report are left out
-            keep = [s for s in cfg.signal_names if s in metrics]
-            if not any(s in ctl.PRIMARY_SIGNALS for s in keep):
-                raise GuardConfigError(
-                    "signals",
-                    "the runner reports none of the primary collapse signals "
-                    f"({', '.join(sorted(ctl.PRIMARY_SIGNALS))}); list the signals to watch",
-                )
-            sub = dict(sub, signals=keep)
-            for key in ("weights", "min_std", "rel_std", "directions"):
-                if key in sub and isinstance(sub[key], Mapping):
-                    sub[key] = {k: v for k, v in sub[key].items() if k in keep}
-            if isinstance(sub.get("primary"), list):
-                sub["primary"] = [x for x in sub["primary"] if x in keep]
-            try:
-                cfg = ctl.collapse_config(sub)
-            except ctl.ControllerConfigError as e:
-                raise GuardConfigError(e.key, e.message) from e
+        lacking = [m for m in col.GROUP_METRICS[:2] if m not in metrics]
+        if lacking:
+            raise GuardConfigError(
+                "type",
+                "the collapse detector reads GRPO group counts (groups_flat, groups_spread, "
+                "groups_top, groups_saturated), which this runner does not report",
+            )
         return Guard(name, kind, description=desc, collapse=cfg, **common)
 
     # custom

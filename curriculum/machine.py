@@ -8,6 +8,8 @@ The engine asks the machine where to go, then performs the move itself in a fixe
 
 from __future__ import annotations
 
+from typing import Any
+
 from transitions import Machine
 
 from curriculum.spec import END, Spec
@@ -16,10 +18,17 @@ BUDGET = "max_steps"
 
 
 class PhaseMachine:
-    """Wraps a pytransitions Machine built from a spec.  `self.state` is the current phase."""
+    """The phase graph as a pytransitions Machine whose model is the run state itself.
 
-    def __init__(self, spec: Spec, initial: str | None = None):
+    The machine keeps no copy of where the run is: it reads and writes ``state.phase``
+    (``model_attribute="phase"``), so the engine, a resume and the machine can never disagree.
+    ``dest_on_guard`` / ``dest_on_budget`` only look up where a trigger would lead; ``move``
+    fires it when the engine has finished the source phase.
+    """
+
+    def __init__(self, spec: Spec, state: Any):
         self.spec = spec
+        self.state = state
         states = list(spec.phases) + [END]
         trans: list[dict] = []
         for t in spec.transitions:
@@ -34,29 +43,34 @@ class PhaseMachine:
         for name in spec.phases:
             trans.append({"trigger": "budget_exhausted", "source": name, "dest": spec.next_phase(name)})
         self.machine = Machine(
-            model=self,
+            model=state,
             states=states,
             transitions=trans,
-            initial=initial or spec.start,
+            initial=state.phase,
+            model_attribute="phase",
             auto_transitions=False,
             send_event=True,
             ignore_invalid_triggers=False,
         )
 
-    # pytransitions adds self.state, self.guard_fired(...), self.budget_exhausted()
+    def dest_on_guard(self, guard: str) -> str | None:
+        """Where the transition carried by ``guard`` leads from the current phase (None: none)."""
+        for t in self.spec.transitions_from(self.state.phase):
+            if t.guard == guard:
+                return t.dest
+        return None
 
-    def on_guard(self, guard: str) -> str | None:
-        """Move along the transition carried by `guard`; return the new phase or None."""
-        moved = self.guard_fired(guard=guard)  # type: ignore[attr-defined]
-        return self.state if moved else None  # type: ignore[attr-defined]
+    def dest_on_budget(self) -> str:
+        return self.spec.next_phase(self.state.phase)
 
-    def on_budget(self) -> str:
-        self.budget_exhausted()  # type: ignore[attr-defined]
-        return self.state  # type: ignore[attr-defined]
-
-    def jump(self, phase: str) -> None:
-        """Set the current phase directly (resume, --start-phase)."""
-        self.machine.set_state(phase)
+    def move(self, dest: str, guard: str | None) -> None:
+        """Take the transition (``guard`` None: the budget one) on the run state."""
+        if guard is None:
+            self.state.budget_exhausted()
+        else:
+            self.state.guard_fired(guard=guard)
+        if self.state.phase != dest:  # a spec/graph mismatch: never silently continue
+            raise RuntimeError(f"phase machine moved to {self.state.phase!r}, expected {dest!r}")
 
 
 def _named(guard: str):

@@ -19,6 +19,7 @@ spec's folder).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import importlib
@@ -28,7 +29,7 @@ import sys
 import threading
 import warnings
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 from curriculum.expr import BUILTIN_FUNCTIONS
 
@@ -107,6 +108,20 @@ def _same_function(a: Callable[..., object], b: Callable[..., object]) -> bool:
     )
 
 
+@contextlib.contextmanager
+def scoped() -> Iterator[None]:
+    """``with registry.scoped():`` registrations made inside are undone on exit (for tests:
+    register a guard, use it, and leave the process-wide registry as it was)."""
+    with _lock:
+        saved = dict(_functions)
+    try:
+        yield
+    finally:
+        with _lock:
+            _functions.clear()
+            _functions.update(saved)
+
+
 def unregister_guard(name: str) -> None:
     """Remove ``name`` (no error if absent); mainly for tests."""
     with _lock:
@@ -181,8 +196,10 @@ def _import_file(entry: str, base: Path) -> str:
         spec.loader.exec_module(module)
     except BaseException as e:  # noqa: BLE001 - report any import-time failure by name
         sys.modules.pop(mod_name, None)
-        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+        if isinstance(e, KeyboardInterrupt):
             raise
+        if isinstance(e, SystemExit):  # never a silent end of `validate` with the module's status
+            raise GuardImportError(entry, f"the module called sys.exit({e.code!r}) at import time") from None
         raise GuardImportError(entry, f"{type(e).__name__}: {e}") from e
     return mod_name
 
@@ -198,8 +215,10 @@ def _import_dotted(entry: str, base: Path) -> str:
     try:
         importlib.import_module(entry)
     except BaseException as e:  # noqa: BLE001
-        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+        if isinstance(e, KeyboardInterrupt):
             raise
+        if isinstance(e, SystemExit):
+            raise GuardImportError(entry, f"the module called sys.exit({e.code!r}) at import time") from None
         raise GuardImportError(entry, f"{type(e).__name__}: {e}") from e
     finally:
         if added:
@@ -211,6 +230,7 @@ def _import_dotted(entry: str, base: Path) -> str:
 
 
 __all__ = [
+    "scoped",
     "GuardImportError",
     "register_guard",
     "unregister_guard",

@@ -213,6 +213,9 @@ class Transition:
     preset_before: str | None
     preset_after: str | None
     timestamp: str | None = None
+    onset_step: int | None = None  # the collapse detector's change-point estimate
+    story: str | None = None  # "collapse began near step N, detected at M (...)"
+    rewind: dict[str, Any] | None = None  # the checkpoint the policy was restored from
 
 
 @dataclass
@@ -492,6 +495,9 @@ def _assemble(
                 preset_before=ev.get("preset_before"),
                 preset_after=ev.get("preset_after"),
                 timestamp=ev.get("timestamp"),
+                onset_step=_int_or_none(ev.get("onset_step")),
+                story=str(ev["story"]) if ev.get("story") else None,
+                rewind=dict(ev["rewind"]) if isinstance(ev.get("rewind"), Mapping) else None,
             )
             transitions.append(t)
             pending_after[t.to_phase] = (t.penalties_after, t.preset_after)
@@ -990,6 +996,15 @@ def write_markdown(run: RunData, path: str | Path, png_name: str | None = PNG_NA
         L.append(f"- reason: **{t.reason}**{kind}")
         if t.phase_step is not None:
             L.append(f"- after {t.phase_step} step(s) of {t.from_phase}")
+        if t.story:
+            L.append(f"- {_md_escape(t.story)}")
+        if t.rewind:
+            rw = t.rewind
+            L.append(
+                f"- rewind: the policy was restored from `{rw.get('checkpoint')}` (step "
+                f"{rw.get('checkpoint_step')}); steps {_int_or_none(rw.get('checkpoint_step') or 0) + 1}"
+                f"-{rw.get('detected_step')} stay in the logs but not in the policy"
+            )
         if t.evidence:
             L.append("- evidence:")
             flat = {k: v for k, v in t.evidence.items() if not _is_table(v)}
@@ -1212,6 +1227,20 @@ def write_png(run: RunData, path: str | Path) -> Path:
         ax.text(xs + (-1 if at_edge else 1) * span * 0.004, ymin + (ymax - ymin) * 0.03, f"→ {to}  ({t.reason})", rotation=90,
                 ha="right" if at_edge else "left", va="bottom",
                 fontsize=10, color=c, zorder=6, bbox=dict(boxstyle="round,pad=0.2", facecolor="white", edgecolor="none", alpha=0.75))
+    onsets = [t for t in run.transitions if t.onset_step is not None and t.step is not None]
+    for t in onsets:  # the estimated collapse: from its onset to the detection
+        ax.axvspan(t.onset_step - 0.5, t.step + 0.5, color="#b30000", alpha=0.12, zorder=1, linewidth=0)
+        ax.axvline(t.onset_step - 0.5, color="#b30000", linestyle=":", linewidth=1.6, zorder=4)
+    rewinds = [t for t in run.transitions if t.rewind and t.step is not None]
+    for t in rewinds:  # the steps the rewind took out of the policy
+        start = _int_or_none(t.rewind.get("checkpoint_step"))
+        if start is not None:
+            ax.axvspan(start + 0.5, t.step + 0.5, facecolor="none", edgecolor="#555555", hatch="//", alpha=0.5,
+                       zorder=1, linewidth=0)
+    if onsets:
+        handles.append(Patch(facecolor="#b30000", alpha=0.25, label="collapse: onset (dotted)\nto detection"))
+    if rewinds:
+        handles.append(Patch(facecolor="none", edgecolor="#555555", hatch="//", label="rewound: steps taken out\nof the policy"))
     if run.transitions:
         handles.append(Line2D([], [], color="#b30000", linestyle="--", label="transition, a guard fired:\n→ next phase (guard)"))
         if any(t.reason == "max_steps" for t in run.transitions):

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import tomli
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from curriculum import limits
 from curriculum.errors import SpecError, one_of, suggest, where
 
 END = "end"  # pseudo-phase: the run finishes
@@ -45,7 +46,7 @@ class RunSection(_Strict):
     wandb: Literal["offline", "disabled", "online"] = "offline"
     guard_modules: list[str] = Field(default_factory=list)
     extra_metrics: list[str] = Field(default_factory=list)
-    window: int = Field(0, ge=0)  # minimum metric history kept per phase (guards may need more)
+    window: int = Field(0, ge=0, le=limits.MAX_WINDOW)  # minimum history kept per metric (guards may need more)
     progress: bool = True
     # Several processes (a TPU pod): "auto" joins when CURRICULUM_NUM_PROCESSES > 1 is set,
     # "jax" always joins via jax.distributed's cluster detection, "single" never joins.
@@ -100,6 +101,9 @@ class TransitionSection(_Strict):
     guard: str | None = None
     when: str | None = None
     description: str = ""
+    # restore the policy from the newest checkpoint taken before the estimated onset (the
+    # collapse detector's change point; the firing step for other guards) when taken
+    rewind: bool = False
 
 
 class SpecModel(_Strict):
@@ -120,6 +124,7 @@ class Transition:
     dest: str
     guard: str  # guard name (inline `when` guards are named "SOURCE->DEST")
     order: int
+    rewind: bool = False
 
 
 @dataclass
@@ -177,9 +182,54 @@ class Spec:
                 cap = max(cap, int(n))
         return cap
 
+    def history_capacities(self) -> tuple[int, dict[str, int]]:
+        """(values kept per metric by default, metric -> more kept for the guards that read it)."""
+        return history_capacities(self)
+
     def digest(self) -> str:
         blob = json.dumps(self.raw, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def history_capacities(spec: Spec) -> tuple[int, dict[str, int]]:
+    """How many values of each metric the engine keeps (in memory and in every checkpoint).
+
+    Each metric keeps the longest window a guard or a penalty controller reads of it, the
+    others ``run.window`` (at least 1).  Where the windows read cannot be known (a custom guard
+    without a ``windows`` table, a custom function inside an expression), every metric keeps
+    the largest window, as before per-metric capacities existed; ``ema(m, alpha)`` and
+    ``count(m)`` without a window read all that is kept, so ``m`` keeps the largest window.
+    """
+    from curriculum import expr as ex
+
+    default = max(1, spec.model.run.window)
+    need: dict[str, int] = {}
+    unknown = False
+    whole: set[str] = set()
+    for g in spec.guards.values():
+        for m, n in g.windows_needed().items():
+            need[m] = max(need.get(m, 0), int(n))
+        if g.kind == "custom" and not g.windows:
+            unknown = True
+        for node in (g.when, g.until):
+            for n in ex.walk(node) if node is not None else ():
+                if not isinstance(n, ex.Call):
+                    continue
+                if n.func not in ex.BUILTIN_FUNCTIONS:
+                    unknown = True
+                elif n.func in ("ema", "count") and n.args and isinstance(n.args[0], ex.Name):
+                    if len(n.args) == (2 if n.func == "ema" else 1):
+                        whole.add(n.args[0].name)
+    for ph in spec.phases.values():
+        c = ph.controller
+        if c and isinstance(c.get("metric"), str):
+            need[c["metric"]] = max(need.get(c["metric"], 0), int(c.get("window", 1)))
+    top = max([default, *need.values()])
+    if unknown:
+        return top, {}
+    caps = {m: n for m, n in need.items() if n > default}
+    caps.update({m: top for m in whole})
+    return default, caps
 
 
 # --------------------------------------------------------------------------- loading
@@ -331,7 +381,7 @@ def _validate(
     overrides: list[str],
 ) -> Spec:
     # Imports here keep `curriculum.spec` importable without the guard layer's cost at import.
-    from curriculum import registry
+    from curriculum import modcheck, registry
     from curriculum.guards import GuardConfigError, compile_guard
     from rewards import PRESETS, REWARD_KEYS
     import runners
@@ -341,12 +391,17 @@ def _validate(
 
     if "phases" not in raw or not raw.get("phases"):
         raise SpecError([f"{W('phases')}: no phases declared; expected at least one [phases.NAME] table"])
+    huge = _beyond_range(raw, fname, text)
+    if huge:
+        raise SpecError(huge)
     try:
         model = SpecModel.model_validate(raw)
     except ValidationError as e:
         raise SpecError(_pydantic_problems(e, fname, text)) from None
 
-    problems: list[str] = []
+    problems: list[str] = _name_and_size_problems(model, fname, text)
+    if problems:  # a bad name or a table past its limit: checking on would only repeat it
+        raise SpecError(problems)
     phases = model.phases
     names = list(phases)
     targets = names + [END]
@@ -468,6 +523,10 @@ def _validate(
 
     # custom guard modules, then metric and function names
     base_dir = p.parent if p else Path.cwd()
+    # user code: checked where it lies and imported in a child process with a time limit first
+    unsafe = modcheck.check(list(model.run.guard_modules), base_dir)
+    if unsafe:  # the guards would only repeat it as unknown functions
+        raise SpecError(problems + [f"{W('run', 'guard_modules')}: {why}" for why in unsafe])
     try:
         registry.import_guard_modules(list(model.run.guard_modules), base_dir)
     except Exception as e:  # noqa: BLE001 - reported as a spec problem
@@ -492,6 +551,10 @@ def _validate(
             guards[gname] = compile_guard(gname, tbl, metric_names, functions)
         except GuardConfigError as e:
             problems.append(f"{W('guards', gname, *(e.key.split('.') if e.key else []))}: {e.message}")
+            continue
+        too_big = _guard_window_problems(gname, guards[gname], W)
+        if too_big:
+            problems.extend(too_big)
             continue
         for ref in sorted(guards[gname].phases_referenced() - set(names)):
             key = "baseline_phase" if tbl.get("type") == "collapse" else ("when" if "when" in tbl else "until")
@@ -537,7 +600,7 @@ def _validate(
                 )
             if bad_refs:
                 continue
-        transitions.append(Transition(t.from_, t.to, gname, i))
+        transitions.append(Transition(t.from_, t.to, gname, i, rewind=t.rewind))
 
     # controllers
     for name, ph in phases.items():
@@ -594,6 +657,73 @@ def _validate(
     )
 
 
+_INT64 = 2**63
+
+
+def _beyond_range(raw: dict[str, Any], fname: str, text: str | None) -> list[str]:
+    """Integers outside TOML's 64-bit range, anywhere in the spec (a 400-digit number would
+    otherwise reach float() deep inside a guard or a controller and overflow there)."""
+    out: list[str] = []
+    todo: list[tuple[tuple[Any, ...], Any]] = [((), raw)]
+    while todo and len(out) < 20:
+        key, v = todo.pop()
+        if isinstance(v, dict):
+            todo.extend((key + (k,), x) for k, x in v.items())
+        elif isinstance(v, list):
+            todo.extend((key + (i,), x) for i, x in enumerate(v))
+        elif isinstance(v, int) and not isinstance(v, bool) and not -_INT64 <= v < _INT64:
+            digits = len(str(abs(v)))
+            out.append(
+                f"{where(fname, text, key)}: a {digits}-digit integer is beyond the 64-bit range "
+                f"(TOML integers lie in -2^63 .. 2^63-1 and floats below about 1.8e308)"
+            )
+    return sorted(out)
+
+
+def _name_and_size_problems(model: SpecModel, fname: str, text: str | None) -> list[str]:
+    """Names are data (they become file names): run, phase, guard and preset names follow
+    limits.NAME_PATTERN; the number of phases, guards, transitions and modules is bounded."""
+    out: list[str] = []
+
+    def W(*key: Any) -> str:
+        return where(fname, text, tuple(key))
+
+    why = limits.name_problem(model.run.name)
+    if why:
+        out.append(f"{W('run', 'name')}: {why}")
+    for section, table in (("phases", model.phases), ("guards", model.guards), ("presets", model.presets)):
+        for name in table:
+            why = limits.name_problem(name)
+            if why:
+                out.append(f"{W(section, name)}: {why}")
+    for key, n, cap in (
+        (("phases",), len(model.phases), limits.MAX_PHASES),
+        (("guards",), len(model.guards), limits.MAX_GUARDS),
+        (("transitions",), len(model.transitions), limits.MAX_TRANSITIONS),
+        (("run", "guard_modules"), len(model.run.guard_modules), limits.MAX_GUARD_MODULES),
+    ):
+        if n > cap:
+            out.append(f"{W(*key)}: {n} entries, at most {cap} are accepted")
+    return out
+
+
+def _guard_window_problems(gname: str, guard: Any, W: Any) -> list[str]:
+    """Every window a guard keeps is at most limits.MAX_WINDOW steps (the history allocates it)."""
+    out: list[str] = []
+    cfg = guard.collapse
+    if cfg is not None:
+        for key in ("baseline_window", "warmup"):
+            n = int(getattr(cfg, key))
+            if n > limits.MAX_WINDOW:
+                out.append(f"{W('guards', gname, key)}: {n} steps is too large; at most {limits.MAX_WINDOW}")
+    for metric, n in sorted(guard.windows.items()):
+        if n > limits.MAX_WINDOW:
+            out.append(
+                f"{W('guards', gname, 'windows', metric)}: {n} steps is too large; at most {limits.MAX_WINDOW}"
+            )
+    return out
+
+
 def _check_controller(tbl: dict[str, Any], metrics: set[str]) -> list[tuple[tuple[str, ...], str]]:
     """A phase's `controller` table: a PID-Lagrangian controller on the penalty scale."""
     from curriculum.controllers import ControllerConfigError
@@ -608,6 +738,8 @@ def _check_controller(tbl: dict[str, Any], metrics: set[str]) -> list[tuple[tupl
     w = tbl.get("window", 1)
     if isinstance(w, bool) or not isinstance(w, int) or w < 1:
         return [(("window",), f"expected a positive integer number of steps, got {w!r}")]
+    if w > limits.MAX_WINDOW:
+        return [(("window",), f"{w} steps is too large; at most {limits.MAX_WINDOW}")]
     try:
         pid_config_from_table(tbl)
     except ControllerConfigError as e:

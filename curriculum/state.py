@@ -102,7 +102,11 @@ class RunState:
     last_checkpoint: str | None = None
     pending_phase_start: bool = True  # the current phase has not been set up yet
     log_offsets: dict[str, int] = field(default_factory=dict)  # bytes of events/metrics at checkpoint
+    log_digests: dict[str, str] = field(default_factory=dict)  # sha256 of those first bytes
     nonfinite_steps: int = 0
+    # a rewind decided by a transition, carried out when the next phase is set up
+    pending_rewind: dict | None = None
+    rewinds: list[dict] = field(default_factory=list)  # rewinds done: checkpoint, steps, onset
     version: int = STATE_VERSION
 
     def to_dict(self) -> dict[str, Any]:

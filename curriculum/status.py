@@ -2,69 +2,30 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from curriculum.events import read_jsonl
-from curriculum.state import load_state
+from curriculum import rundir
 
 
 def run_status(run_dir: Path) -> tuple[str, bool, dict[str, Any]]:
-    """(text, ok, data): ok is False when the run directory is damaged."""
-    damage: list[str] = []
-    notes: list[str] = []
+    """(text, ok, data): ok is False when the run directory is damaged.
+
+    The checks are `curriculum.rundir.inspect`, the same that `curriculum resume` acts on, and
+    the text says what resume will do; no lock is taken.
+    """
     data: dict[str, Any] = {"run_dir": str(run_dir)}
     if not run_dir.is_dir():
         return f"{run_dir}: no such run directory", False, {**data, "damage": ["missing"]}
-
-    for name in ("run.json", "spec.resolved.json"):
-        try:
-            json.loads((run_dir / name).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            damage.append(f"{name} is missing: this is not a complete run directory")
-        except (OSError, ValueError) as e:
-            damage.append(f"{name} is unreadable ({e}); the spec cannot be recovered from it")
-
-    state = None
-    try:
-        state = load_state(run_dir / "state.json")
-    except FileNotFoundError:
-        damage.append("state.json is missing: the run's position is unknown")
-    except ValueError as e:
-        damage.append(f"state.json is damaged ({e}); `curriculum resume` falls back to the newest intact checkpoint")
-
-    ckroot = run_dir / "checkpoints"
-    intact: list[str] = []
-    if ckroot.exists():
-        for p in sorted(ckroot.iterdir()):
-            if p.name.startswith(".tmp-"):
-                notes.append(f"checkpoints/{p.name}: an unfinished checkpoint write (a kill mid-save); ignored and removed on resume")
-                continue
-            if not p.is_dir():
-                continue
-            try:
-                load_state(p / "engine.json")
-                if not (p / "runner").exists():
-                    raise ValueError("runner files missing")
-                intact.append(f"checkpoints/{p.name}")
-            except (OSError, ValueError) as e:
-                damage.append(f"checkpoints/{p.name} is damaged ({e}); it will not be used")
-    if state is not None and state.last_checkpoint and state.last_checkpoint not in intact:
-        damage.append(f"state.json points at {state.last_checkpoint}, which is missing or damaged")
-
-    for name in ("events.jsonl", "metrics.jsonl"):
-        path = run_dir / name
-        if not path.exists():
-            damage.append(f"{name} is missing")
-            continue
-        _, probs = read_jsonl(path)
-        for prob in probs:
-            short = prob.replace(str(run_dir) + "/", "")
-            if "torn last line" in prob:
-                notes.append(short + "; resume cuts it off")
-            else:
-                damage.append(short)
+    v = rundir.inspect(run_dir)
+    damage, notes = list(v.damage), list(v.notes)
+    state = v.top if v.top is not None else (v.chosen.state if v.chosen else None)
+    intact = [c.rel for c in v.checkpoints if c.problem is None]
+    holder = rundir.lock_holder(run_dir)
+    if holder is not None:
+        if holder["state"] == "dead":
+            notes.append(f"a stale writer lock ({rundir.describe_holder(holder)}, no longer running); the next resume takes it over")
+        data["writer"] = holder
 
     lines = [f"run: {run_dir}"]
     if state is not None:
@@ -93,7 +54,10 @@ def run_status(run_dir: Path) -> tuple[str, bool, dict[str, Any]]:
                 lines.append(f"  step {t['step']:>6}  {t['from_phase']} -> {t['to_phase']}  ({t['reason']})")
         if state.nonfinite_steps:
             lines.append(f"steps with non-finite metrics: {state.nonfinite_steps}")
+    if holder is not None and holder["state"] != "dead":
+        lines.append(f"writer: {rundir.describe_holder(holder)}" + (" (running)" if holder["state"] == "alive" else ""))
     lines.append(f"intact checkpoints: {len(intact)}")
+    lines.append(v.resume_line(run_dir))
     for n in notes:
         lines.append(f"note: {n}")
     if damage:
@@ -105,4 +69,11 @@ def run_status(run_dir: Path) -> tuple[str, bool, dict[str, Any]]:
     data["damage"] = damage
     data["notes"] = notes
     data["intact_checkpoints"] = intact
+    data["resume"] = {
+        "refuses": v.refusal,
+        "finished": v.finished,
+        "checkpoint": v.chosen.rel if v.chosen else None,
+        "set_aside": v.set_aside,
+        "cuts": v.cuts,
+    }
     return "\n".join(lines), not damage, data

@@ -7,12 +7,19 @@ metric adds nothing to that metric's window (so ``window(m, 50)`` is "the last 5
 reported in this phase").  Non-finite values are stored as they are; the statistics decide
 what to do with them.
 
+Capacity can differ per metric (``capacities``): the engine keeps, for each metric, only the
+window its guards read, and a small default for the rest, so a guard with a 10,000-step window
+on one metric does not make every metric keep 10,000 values in memory and in each checkpoint.
+
 State round-trips through :meth:`MetricHistory.to_dict` / :meth:`MetricHistory.from_dict`
-as strict JSON (non-finite values encoded as the strings ``"nan"``, ``"inf"``, ``"-inf"``).
+as strict JSON.  Version 2 stores each window as the base64 of its little-endian float64 bytes
+(exact, NaN/inf included, and cheap to write at any window size); version 1 (lists, non-finite
+values as the strings ``"nan"``, ``"inf"``, ``"-inf"``) is still read.
 """
 
 from __future__ import annotations
 
+import base64
 import math
 from typing import Any, Mapping
 
@@ -80,13 +87,36 @@ def _dec_array(vals: list[Any]) -> np.ndarray:
     return np.array([_dec(v) for v in vals], dtype=np.float64)
 
 
+def _pack(arr: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(arr, dtype="<f8").tobytes()).decode("ascii")
+
+
+def _unpack(entry: Any) -> np.ndarray:
+    """A stored window: version 2's base64 string, or version 1's list of numbers."""
+    if isinstance(entry, str):
+        try:
+            raw = base64.b64decode(entry.encode("ascii"), validate=True)
+        except (ValueError, UnicodeEncodeError) as e:
+            raise ValueError(f"bad encoded metric window ({e})") from None
+        if len(raw) % 8:
+            raise ValueError("bad encoded metric window (not a whole number of float64 values)")
+        return np.frombuffer(raw, dtype="<f8").astype(np.float64)
+    if isinstance(entry, list):
+        return _dec_array(entry)
+    raise ValueError(f"bad encoded metric window {type(entry).__name__}")
+
+
 class MetricHistory:
     """Current-phase windows plus the final tail of each finished phase."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, capacities: Mapping[str, int] | None = None) -> None:
+        """``capacity``: values kept per metric; ``capacities``: metric -> its own capacity
+        (metrics not listed keep ``capacity``)."""
         if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)):
             raise TypeError(f"capacity must be an int, got {type(capacity).__name__}")
-        self._capacity = max(1, int(capacity))
+        self._default = max(1, int(capacity))
+        self._caps = {str(m): max(1, int(n)) for m, n in (capacities or {}).items()}
+        self._capacity = max([self._default, *self._caps.values()])
         self._current: dict[str, _Ring] = {}
         self._finished: dict[str, dict[str, np.ndarray]] = {}
         self._phase: str | None = None
@@ -96,7 +126,12 @@ class MetricHistory:
     # -- properties ---------------------------------------------------------------------
     @property
     def capacity(self) -> int:
+        """The largest number of values kept for any metric."""
         return self._capacity
+
+    def capacity_of(self, metric: str) -> int:
+        """How many values of ``metric`` are kept."""
+        return self._caps.get(metric, self._default)
 
     @property
     def phase(self) -> str | None:
@@ -139,7 +174,7 @@ class MetricHistory:
         for name, value in metrics.items():
             ring = cur.get(name)
             if ring is None:
-                ring = cur[name] = _Ring(self._capacity)
+                ring = cur[name] = _Ring(self._caps.get(name, self._default))
             try:
                 v = float(value)
             except (TypeError, ValueError):
@@ -175,38 +210,40 @@ class MetricHistory:
     def to_dict(self) -> dict[str, Any]:
         """Strict-JSON-safe snapshot (``json.dumps(..., allow_nan=False)`` works)."""
         return {
-            "version": 1,
-            "capacity": self._capacity,
+            "version": 2,
+            "capacity": self._default,
+            "capacities": dict(self._caps),
             "phase": self._phase,
             "previous_phase": self._previous,
             "phase_step": self._phase_step,
-            "current": {
-                m: {"reported": r.n, "values": _enc_list(r.values())}
-                for m, r in self._current.items()
-            },
-            "finished": {
-                p: {m: _enc_list(a) for m, a in tails.items()}
-                for p, tails in self._finished.items()
-            },
+            "current": {m: {"reported": r.n, "values": _pack(r.values())} for m, r in self._current.items()},
+            "finished": {p: {m: _pack(a) for m, a in tails.items()} for p, tails in self._finished.items()},
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "MetricHistory":
-        h = cls(int(d["capacity"]))
+    def from_dict(
+        cls, d: Mapping[str, Any], capacity: int | None = None, capacities: Mapping[str, int] | None = None
+    ) -> "MetricHistory":
+        """Restore a snapshot; with ``capacity`` / ``capacities``, under those capacities instead
+        of the stored ones (a resume whose guards now read other windows): each window keeps
+        its newest values that fit."""
+        if capacity is None:
+            h = cls(int(d["capacity"]), d.get("capacities") or {})
+        else:
+            h = cls(capacity, capacities)
         h._phase = d.get("phase")
         h._previous = d.get("previous_phase")
         h._phase_step = int(d.get("phase_step", 0))
         for m, entry in d.get("current", {}).items():
-            vals = _dec_array(entry["values"])[-h._capacity :]
-            ring = _Ring(h._capacity)
+            cap = h.capacity_of(m)
+            vals = _unpack(entry["values"])[-cap:]
+            ring = _Ring(cap)
             ring.n = max(0, int(entry.get("reported", len(vals))) - len(vals))
             for v in vals.tolist():
                 ring.push(v)
             h._current[m] = ring
         for p, tails in d.get("finished", {}).items():
-            h._finished[p] = {
-                m: _dec_array(vals)[-h._capacity :] for m, vals in tails.items()
-            }
+            h._finished[p] = {m: _unpack(vals)[-h.capacity_of(m) :] for m, vals in tails.items()}
         return h
 
     def __repr__(self) -> str:

@@ -10,6 +10,9 @@ A runner trains a model phase by phase.  The engine calls, in order:
     runner.set_penalties(values)          any time between chunks; effective next step
     runner.evaluate()                     at phase end, when the phase asks for it
     runner.save(ckpt_dir)                 right after setup_phase (boundary) and periodically
+    runner.restore_policy(ckpt_dir)       optional: a rewind (`rewind = true` on a transition):
+                                          right after the next phase's setup_phase, load only
+                                          the policy weights of an earlier checkpoint
     runner.close()                        once at the end
 
 Everything here is plain data so it checkpoints and crosses process boundaries cleanly.
@@ -36,6 +39,11 @@ REWARD_STEP_METRICS: tuple[str, ...] = (
     "zero_spread_frac",  # fraction of GRPO groups whose rewards all equal
     "top_reward_rate",  # fraction of completions at the maximum possible reward
     "nonfinite_rewards",  # count of NaN/inf rewards in the step (excluded from the stats above)
+    # GRPO groups by outcome (what the collapse detector reads; see group_outcomes)
+    "groups_flat",  # zero spread, below the top reward
+    "groups_spread",  # some spread, no completion at the top reward
+    "groups_top",  # some spread, a completion at the top reward (NaN: no known top)
+    "groups_saturated",  # every completion at the top reward (NaN: no known top)
 )
 
 # Per-component outcome rates reported by rewards/ for each scored batch (defined there).
@@ -113,8 +121,63 @@ class Runner(Protocol):
     def close(self) -> None: ...
 
 
+def group_outcomes(
+    rewards: Any, group_size: int, top: float | Sequence[float] | None
+) -> dict[str, float]:
+    """Count a step's GRPO groups by outcome: flat, spread, top, saturated.
+
+    ``rewards``: group-major, ``group_size`` per prompt (a flat sequence, or an array whose last
+    axis is the group; leading axes are summed over, so ``(steps, P, G)`` gives per-step counts
+    with ``axis`` handling left to the caller via :func:`group_outcome_arrays`).  ``top``: the
+    maximum reward (one value, one per group, or None when the reward declares none: then
+    ``groups_top`` and ``groups_saturated`` are NaN and ``groups_flat`` counts every zero-spread
+    group).  Groups with fewer than two finite rewards are left out.
+    """
+    import numpy as np
+
+    g = max(1, int(group_size))
+    arr = np.asarray(rewards, dtype=np.float64).reshape(-1)
+    n_groups = arr.size // g
+    if n_groups * g != arr.size:  # a trailing partial group: keep what forms whole groups
+        arr = arr[: n_groups * g]
+    grid = arr.reshape(n_groups, g)
+    tops = None if top is None else np.broadcast_to(np.asarray(top, dtype=np.float64).reshape(-1), (n_groups,))
+    counts = group_outcome_arrays(grid[None, :, :], None if tops is None else tops[None, :])
+    return {k: float(v[0]) for k, v in counts.items()}
+
+
+def group_outcome_arrays(grid: Any, tops: Any) -> dict[str, Any]:
+    """Vectorised :func:`group_outcomes`: ``grid`` (steps, P, G) rewards, ``tops`` (steps, P)
+    or None; returns per-step count arrays (the benchmark and the tests use this directly)."""
+    import numpy as np
+
+    grid = np.asarray(grid, dtype=np.float64)
+    fin = np.isfinite(grid)
+    valid = fin.sum(axis=2) >= 2
+    hi = np.where(fin, grid, -np.inf).max(axis=2)
+    lo = np.where(fin, grid, np.inf).min(axis=2)
+    zero = valid & (hi - lo < 1e-9)
+    if tops is None:
+        nan = np.full(grid.shape[0], np.nan)
+        return {
+            "groups_flat": zero.sum(axis=1).astype(np.float64),
+            "groups_spread": (valid & ~zero).sum(axis=1).astype(np.float64),
+            "groups_top": nan,
+            "groups_saturated": nan.copy(),
+        }
+    tops = np.asarray(tops, dtype=np.float64)
+    reach = valid & (hi >= tops - 1e-9)
+    sat = zero & reach
+    return {
+        "groups_flat": (zero & ~reach).sum(axis=1).astype(np.float64),
+        "groups_spread": (valid & ~zero & ~reach).sum(axis=1).astype(np.float64),
+        "groups_top": (valid & ~zero & reach).sum(axis=1).astype(np.float64),
+        "groups_saturated": sat.sum(axis=1).astype(np.float64),
+    }
+
+
 def reward_step_stats(
-    rewards: Sequence[float], group_size: int, top_reward: float | None
+    rewards: Sequence[float], group_size: int, top_reward: float | Sequence[float] | None
 ) -> dict[str, float]:
     """Statistics of one training step's rewards (group-major, ``group_size`` per prompt).
 
@@ -129,10 +192,13 @@ def reward_step_stats(
         for name in REWARD_STEP_METRICS:
             if name != "nonfinite_rewards":
                 out[name] = math.nan
+        out.update(group_outcomes(rewards, group_size, top_reward))
         return out
     n = len(finite)
     mean = sum(finite) / n
-    var = sum((r - mean) ** 2 for r in finite) / n
+    # (r - mean) * (r - mean), not ** 2: finite extremes such as 1e308 overflow to inf (reported as
+    # a non-finite statistic) instead of raising OverflowError
+    var = sum((r - mean) * (r - mean) for r in finite) / n
     srt = sorted(finite)
     median = srt[n // 2] if n % 2 else 0.5 * (srt[n // 2 - 1] + srt[n // 2])
     out.update(
@@ -157,6 +223,11 @@ def reward_step_stats(
     out["zero_spread_frac"] = zero / counted if counted else math.nan
     if top_reward is None:
         out["top_reward_rate"] = math.nan
-    else:
+    elif isinstance(top_reward, (int, float)):
         out["top_reward_rate"] = sum(1 for r in finite if r >= top_reward - 1e-9) / n
+    else:  # one top per group (the Tunix runner: the maximum depends on each item's task type)
+        per = [float(t) for t in top_reward for _ in range(g)]
+        hits = [float(r) >= t - 1e-9 for r, t in zip(rewards, per) if math.isfinite(float(r))]
+        out["top_reward_rate"] = sum(hits) / n
+    out.update(group_outcomes(rewards, g, top_reward))
     return out

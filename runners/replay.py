@@ -13,13 +13,16 @@ consumed in file order; `step` must increase.  The run ends when the trace ends.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from curriculum import limits
 from curriculum.errors import CurriculumError
 from runners.base import (
     OUTCOME_RATE_METRICS,
@@ -58,18 +61,72 @@ def _num(x: Any) -> float:
         return math.nan
     if isinstance(x, bool):
         raise ValueError("a boolean is not a reward")
-    if isinstance(x, (int, float)):
+    if isinstance(x, int):
+        if abs(x) > _FLOAT_MAX:
+            raise ValueError(f"a {len(str(abs(x)))}-digit integer is beyond float range (about 1.8e308)")
         return float(x)
+    if isinstance(x, float):
+        return x
     if isinstance(x, str) and x.strip().lower() in ("nan", "inf", "+inf", "-inf", "infinity", "-infinity"):
         return float(x.strip().lower().replace("infinity", "inf"))
-    raise ValueError(f"expected a number, got {x!r}")
+    if isinstance(x, (list, dict)):
+        raise ValueError(f"expected a number, got a {'list' if isinstance(x, list) else 'object'}")
+    raise ValueError(f"expected a number, got {x!r:.80}")
+
+
+_FLOAT_MAX = sys.float_info.max
+
+
+def _parse_float(text: str) -> float:
+    """A JSON number literal; one too large for a float (1e400) is an error, not a silent inf."""
+    v = float(text)
+    if math.isinf(v):
+        raise ValueError(f"the number {text[:40]} is beyond float range (about 1.8e308); write \"inf\" if you mean it")
+    return v
+
+
+def _parse_int(text: str) -> int:
+    """A JSON integer literal; past float range it is refused before Python converts its digits."""
+    digits = len(text.lstrip("-"))
+    if digits > 309:  # 10^309 > the largest float: never a reward, a metric or a step
+        raise ValueError(f"a {digits}-digit integer is beyond float range (about 1.8e308)")
+    return int(text)
+
+
+_EXPECTED = 'expected one object per line like {"step": 1, "rewards": [...], "group_size": 4}'
+
+
+def _parse_line(line: str, where: str) -> Any:
+    if len(line) > limits.MAX_TRACE_LINE:
+        raise CurriculumError(
+            f"{where}: the line is {len(line)} characters long, at most {limits.MAX_TRACE_LINE} are accepted; {_EXPECTED}"
+        )
+    try:
+        return json.loads(line, parse_float=_parse_float, parse_int=_parse_int)
+    except json.JSONDecodeError as e:
+        raise CurriculumError(f"{where}: not valid JSON ({e.msg}); {_EXPECTED}") from None
+    except RecursionError:
+        raise CurriculumError(f"{where}: nested too deeply to be a trace step; {_EXPECTED}") from None
+    except ValueError as e:  # a number beyond float range, an integer past Python's digit limit
+        raise CurriculumError(f"{where}: {e}; {_EXPECTED}") from None
+
+
+def trace_digest(data: bytes) -> str:
+    """What identifies a trace in a checkpoint: a resume refuses a trace with another digest."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def load_trace(path: Path) -> list[dict[str, Any]]:
     """Read and check a trace; a bad line is one clear error naming the file and line."""
+    return read_trace(path)[0]
+
+
+def read_trace(path: Path) -> tuple[list[dict[str, Any]], str]:
+    """The checked steps of a trace and its digest (sha256 of the file's bytes)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise CurriculumError(f"{path}: replay trace not found") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -80,22 +137,25 @@ def load_trace(path: Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         where = f"{path}:{i}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise CurriculumError(f"{where}: not valid JSON ({e.msg}); expected one object per line like "
-                                  '{"step": 1, "rewards": [...], "group_size": 4}') from None
+        obj = _parse_line(line, where)
         if not isinstance(obj, dict):
             raise CurriculumError(f"{where}: expected a JSON object")
         step, rewards, g = obj.get("step"), obj.get("rewards"), obj.get("group_size")
-        if not isinstance(step, int) or isinstance(step, bool):
-            raise CurriculumError(f"{where}: key 'step' must be an integer, got {step!r}")
+        if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= limits.MAX_TRACE_STEP:
+            raise CurriculumError(
+                f"{where}: key 'step' must be an integer from 0 to 2^63-1, got {step!r:.60}"
+            )
         if last is not None and step <= last:
             raise CurriculumError(f"{where}: key 'step' must increase (got {step} after {last})")
         if not isinstance(g, int) or isinstance(g, bool) or g < 1:
-            raise CurriculumError(f"{where}: key 'group_size' must be a positive integer, got {g!r}")
+            raise CurriculumError(f"{where}: key 'group_size' must be a positive integer, got {g!r:.60}")
         if not isinstance(rewards, list) or not rewards:
             raise CurriculumError(f"{where}: key 'rewards' must be a non-empty list of numbers")
+        if len(rewards) % g:
+            raise CurriculumError(
+                f"{where}: key 'rewards' holds {len(rewards)} values, not a multiple of group_size {g} "
+                "(one reward per completion, group_size completions per prompt, group-major)"
+            )
         try:
             vals = [_num(r) for r in rewards]
         except ValueError as e:
@@ -111,7 +171,7 @@ def load_trace(path: Path) -> list[dict[str, Any]]:
         last = step
     if not steps:
         raise CurriculumError(f"{path}: the replay trace holds no steps")
-    return steps
+    return steps, trace_digest(data)
 
 
 class ReplayRunner:
@@ -121,6 +181,8 @@ class ReplayRunner:
         self._trace_path = Path(trace) if trace else None
         self._top_override = top_reward
         self.steps: list[dict[str, Any]] = []
+        self.digest: str | None = None
+        self._state_file = "replay.json"  # replay.pN.json for process N of several (own trace each)
         self.pos = 0
         self.penalties: dict[str, float] = {}
         self.top_reward: float | None = top_reward
@@ -133,7 +195,9 @@ class ReplayRunner:
             raise CurriculumError("replay runner: no trace given; use --replay TRACE.jsonl or [runner] trace = \"...\"")
         if self._top_override is None:
             self._top_override = cfg.top_reward if cfg.top_reward is not None else ctx.reward.get("top_reward")
-        self.steps = load_trace(self._trace_path)
+        self.steps, self.digest = read_trace(self._trace_path)
+        if ctx.process_count > 1:
+            self._state_file = f"replay.p{ctx.process_index}.json"
 
     def setup_phase(self, phase: PhaseSetup) -> None:
         self.set_penalties(phase.penalties)
@@ -165,11 +229,37 @@ class ReplayRunner:
     def save(self, ckpt_dir: Path) -> None:
         ckpt_dir = Path(ckpt_dir)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        (ckpt_dir / "replay.json").write_text(json.dumps({"pos": self.pos, "trace": str(self._trace_path)}))
+        (ckpt_dir / self._state_file).write_text(
+            json.dumps({"pos": self.pos, "trace": str(self._trace_path), "digest": self.digest, "steps": len(self.steps)})
+        )
 
     def restore(self, ckpt_dir: Path) -> None:
-        d = json.loads((Path(ckpt_dir) / "replay.json").read_text())
-        self.pos = int(d["pos"])
+        path = Path(ckpt_dir) / self._state_file
+        if not path.exists():  # written before each process had its own file
+            path = Path(ckpt_dir) / "replay.json"
+        d = json.loads(path.read_text())
+        pos = int(d["pos"])
+        was = d.get("digest")  # absent in checkpoints written before digests were recorded
+        if was is not None and was != self.digest:
+            raise CurriculumError(
+                f"the replay trace {self._trace_path} is not the one this run was checkpointed with "
+                f"({d.get('trace')}, {d.get('steps', '?')} steps, sha256 {str(was)[:12]}...; this file: "
+                f"{len(self.steps)} steps, sha256 {str(self.digest)[:12]}...); resuming on another trace would "
+                "mix two runs: put the original trace back, or start a new run on this one"
+            )
+        if pos > len(self.steps):
+            raise CurriculumError(
+                f"the replay trace {self._trace_path} holds {len(self.steps)} steps, but this run's checkpoint "
+                f"was taken after step {pos} of its trace; put the original trace back"
+            )
+        self.pos = pos
+
+    def restore_policy(self, ckpt_dir: Path) -> None:
+        """A rewind: a recorded trace has no policy to restore, so the replay goes on with the
+        trace's next step (the engine still records the rewind, so a curriculum's decisions on a
+        trace match what it would decide live)."""
+        if not (Path(ckpt_dir).parent / "engine.json").is_file():
+            raise FileNotFoundError(f"{ckpt_dir}: not a checkpoint")
 
     def close(self) -> None:
         pass

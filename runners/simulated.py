@@ -228,6 +228,12 @@ class SimulatedRunner:
         self.global_step = int(d["global_step"])
         self.phase_step = int(d["phase_step"])
 
+    def restore_policy(self, ckpt_dir: Path) -> None:
+        """A rewind: the simulated behaviour is declared per phase, not learned, so there are no
+        weights to restore; the next phase's behaviour applies from its first step as always."""
+        if not (Path(ckpt_dir).parent / "engine.json").is_file():
+            raise FileNotFoundError(f"{ckpt_dir}: not a checkpoint")
+
     def close(self) -> None:
         pass
 

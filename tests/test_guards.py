@@ -9,7 +9,8 @@ from curriculum.guards import GuardConfigError, GuardResult, compile_guard, hist
 from curriculum.windows import MetricHistory
 
 NAN = math.nan
-METRICS = {"reward_mean", "reward_range", "zero_spread_frac", "top_reward_rate", "refusal_rate", "kl"}
+METRICS = {"reward_mean", "reward_range", "zero_spread_frac", "top_reward_rate", "refusal_rate", "kl",
+           "groups_flat", "groups_spread", "groups_top", "groups_saturated"}
 
 
 def drive(guard, values, metric="reward_mean", functions=None, history=None, phase="medium"):
@@ -186,7 +187,7 @@ def test_windows_needed():
     g = compile_guard("g", {"when": "mean(reward_mean, 50) > 1", "until": "max(reward_mean, 80) < 0"}, METRICS)
     assert g.windows_needed() == {"reward_mean": 80}
     c = compile_guard("c", {"type": "collapse", "baseline_window": 30}, METRICS)
-    assert c.windows_needed() == {s: 30 for s in ("reward_range", "zero_spread_frac", "top_reward_rate", "refusal_rate")}
+    assert c.windows_needed() == {s: 30 for s in ("groups_flat", "groups_spread", "groups_top", "groups_saturated", "reward_mean")}
     assert history_capacity([g, c]) == 80
 
 
@@ -242,7 +243,7 @@ def test_custom_function_returning_nan_is_unknown():
     [
         ({}, "when", "required"),
         ({"when": "reward_mean > 1", "patince": 2}, "patince", "did you mean 'patience'?"),
-        ({"when": "reward_mean > 1", "h": 2}, "h", 'type = "collapse"'),
+        ({"when": "reward_mean > 1", "false_alarm_rate": 2}, "false_alarm_rate", 'type = "collapse"'),
         ({"when": 5}, "when", "expression string"),
         ({"when": "  "}, "when", "empty"),
         ({"when": "mean(reward_mena, 5) > 1"}, "when", "did you mean 'reward_mean'?"),
@@ -255,13 +256,15 @@ def test_custom_function_returning_nan_is_unknown():
         ({"when": "reward_mean > 1", "min_dwell": "3"}, "min_dwell", "integer"),
         ({"when": "reward_mean > 1", "description": 3}, "description", "string"),
         ({"type": "colapse"}, "type", "did you mean 'collapse'?"),
-        ({"type": "collapse", "h": -1}, "h", "> 0"),
-        ({"type": "collapse", "k": "big"}, "k", "number"),
+        ({"type": "collapse", "h": 12}, "h", "false_alarm_rate"),
+        ({"type": "collapse", "signals": ["reward_range"]}, "signals", "replaced by a per-group test"),
+        ({"type": "collapse", "false_alarm_rate": 0}, "false_alarm_rate", "> 0"),
+        ({"type": "collapse", "false_alarm_rate": "low"}, "false_alarm_rate", "number"),
+        ({"type": "collapse", "arl": 1e4, "false_alarm_rate": 1e-4}, "arl", "either"),
+        ({"type": "collapse", "min_collapse": 1.0}, "min_collapse", "< 1"),
         ({"type": "collapse", "baseline": "first"}, "baseline", "previous_phase"),
-        ({"type": "collapse", "signals": ["reward_rnage"]}, "signals", "did you mean 'reward_range'?"),
-        ({"type": "collapse", "signals": []}, "signals", "at least one"),
-        ({"type": "collapse", "weights": {"kl": 1.0}}, "weights", "not one of the signals"),
-        ({"type": "collapse", "signals": ["kl"]}, "directions", "bad direction"),
+        ({"type": "collapse", "baseline_window": 10**9}, "baseline_window", "between"),
+        ({"type": "collapse", "veto": "yes"}, "veto", "true or false"),
         ({"type": "collapse", "warmpu": 5}, "warmpu", "did you mean 'warmup'?"),
         ({"type": "custom"}, "function", "required"),
         ({"type": "custom", "function": "nope"}, "function", "no guard function named 'nope'"),
@@ -288,12 +291,11 @@ def test_custom_args_checked_against_signature():
     assert info.value.key == "args"
 
 
-def test_collapse_drops_default_signals_the_runner_does_not_report():
-    g = compile_guard("c", {"type": "collapse"}, {"reward_range", "zero_spread_frac"})
-    assert g.collapse.signal_names == ("reward_range", "zero_spread_frac")
+def test_collapse_needs_a_runner_that_counts_groups():
     with pytest.raises(GuardConfigError) as info:
-        compile_guard("c", {"type": "collapse"}, {"top_reward_rate", "refusal_rate"})
-    assert info.value.key == "signals"
+        compile_guard("c", {"type": "collapse"}, {"reward_range", "zero_spread_frac", "reward_mean"})
+    assert info.value.key == "type"
+    assert "groups_flat" in str(info.value)
 
 
 # ---------------------------------------------------------------------------- invariants

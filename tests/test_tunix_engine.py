@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,9 @@ import numpy as np
 import pytest
 
 from curriculum.events import read_jsonl
+
+sys.path.insert(0, os.path.dirname(__file__))
+import tunix_util as tu  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -75,50 +77,21 @@ when = "count(reward_mean, 2) >= 2"
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("CURRICULUM_CRASH_AT", None)
-    env.update(WANDB_MODE="disabled", **extra)
-    return env
+    return tu.env(**extra)
 
 
 def cli(*args: str, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "curriculum.cli", *args], cwd=ROOT, env=env or _env(),
-                          capture_output=True, text=True, timeout=900)
+    return tu.cli(*args, env_vars=env)
 
 
 def final_weights(rd: Path) -> dict[str, np.ndarray]:
-    import orbax.checkpoint as ocp
-
-    arrays = (rd / "checkpoints" / "final" / "runner" / "arrays").resolve()
-    tree = ocp.StandardCheckpointer().restore(arrays)
-    flat = {}
-
-    def walk(prefix, node):
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(f"{prefix}/{k}", v)
-        else:
-            flat[prefix] = np.asarray(node)
-
-    walk("", tree["model"])
-    return flat
+    return tu.checkpoint_weights(rd / "checkpoints" / "final")
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("tunix-engine")
-    spec = tmp / "tiny.toml"
-    spec.write_text(SPEC)
-    straight = tmp / "straight"
-    p = cli("run", str(spec), "--run-dir", str(straight), "--no-report")
-    assert p.returncode == 0, p.stderr[-3000:]
-    killed = tmp / "killed"
     # step 7 is the harsh phase's first step: after the harsh boundary checkpoint (step 6)
-    p = cli("run", str(spec), "--run-dir", str(killed), "--no-report", env=_env(CURRICULUM_CRASH_AT="step:7"))
-    assert p.returncode == -signal.SIGKILL, p.stderr[-3000:]
-    r = cli("resume", str(killed), "--no-report")
-    assert r.returncode == 0, r.stderr[-3000:]
-    return straight, killed
+    return tu.straight_and_killed(tmp_path_factory.mktemp("tunix-engine"), SPEC, "step:7")
 
 
 def _trans(rd):
@@ -155,18 +128,6 @@ def test_guard_transition_and_penalty_change_in_rewards(runs):
 def test_kill_and_resume_reproduces_the_run(runs):
     straight, killed = runs
     assert _trans(killed) == _trans(straight)
-    a, _ = read_jsonl(straight / "metrics.jsonl")
-    b, _ = read_jsonl(killed / "metrics.jsonl")
-    assert [m["step"] for m in b] == [m["step"] for m in a] == list(range(1, 10))
-    for x, y in zip(a, b):
-        for k, v in x["metrics"].items():
-            if k == "step_time":
-                continue
-            w = y["metrics"][k]
-            assert (v is None and w is None) or v == pytest.approx(w, rel=1e-5, abs=1e-6), (x["step"], k, v, w)
-    wa, wb = final_weights(straight), final_weights(killed)
-    assert wa.keys() == wb.keys() and len(wa) > 5
-    for k in wa:
-        np.testing.assert_allclose(wa[k], wb[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    tu.assert_same_run(straight, killed, 9)
     st = json.loads((killed / "state.json").read_text())
     assert st["status"] == "finished" and st["global_step"] == 9

@@ -146,6 +146,9 @@ class RunnerSection(BaseModel):
     # jax persistent compilation cache: later phases, resumes and later runs reuse compiled steps
     compilation_cache: bool = True
     compilation_cache_dir: str | None = None  # default: $XDG_CACHE_HOME/curriculum/jax (~/.cache/...)
+    # write every GRPO step's rewards to RUN_DIR/rewards.jsonl in the replay trace format, so
+    # `curriculum run SPEC --replay RUN_DIR/rewards.jsonl` replays what this run's policy did
+    record_rewards: bool = False
 
 
 _SCHEDULES = Literal["constant", "cosine", "linear"]

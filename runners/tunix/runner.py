@@ -22,6 +22,7 @@ may come before or after ``setup_phase``.  Checkpoints are written by
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -72,6 +73,7 @@ class TunixRunner:
         self.model = None
         self.global_step = 0
         self.phase_step = 0
+        self._fresh_refs: set[str] = set()
         self.rng_counter = 0
         self._trainer = None  # SFT PeftTrainer
         self._cluster = None  # GRPO RLCluster
@@ -252,8 +254,10 @@ class TunixRunner:
         kind = phase.kind
         hp = cfgmod.parse_phase(kind, phase.train)
         # The SFT reference is the model as the last SFT phase left it.
+        self._fresh_refs = set()  # KL references taken from the weights this phase starts with
         if self._last_kind == "sft" and kind != "sft":
             self._snapshots["sft"] = self._snapshot()
+            self._fresh_refs.add("sft")
         pending = self._pending if self._pending and self._pending.get("phase") == phase.name else None
         if self._pending and pending is None:
             log.info("tunix_restore_phase_changed", saved_phase=self._pending.get("phase"), phase=phase.name)
@@ -273,6 +277,7 @@ class TunixRunner:
             self._ensure_live().set(dict(phase.penalties), partial=True)
         if kind == "grpo" and (pending is None or "previous" not in self._snapshots):
             self._snapshots["previous"] = self._snapshot()  # weights at the phase start
+            self._fresh_refs.add("previous")
         self._phase_pending = pending
         self._built = False  # trainer / cluster are built lazily (first train() or save())
         self._last_kind = kind
@@ -571,7 +576,41 @@ class TunixRunner:
         out["completion_length"] = float(self._reward.completion_length) if self._reward.completion_length is not None else math.nan
         out["learning_rate"] = float(self._schedule(self._opt_steps))
         self._opt_steps += 1
+        if self.r.record_rewards:
+            self._record_rewards(out, hp.num_generations)
         return out
+
+    def _record_rewards(self, out: Mapping[str, float], group_size: int) -> None:
+        """One replay-trace line (process 0): the rewards, group-major, and the group counts
+        computed against each item's own top reward (which a replay could not recompute)."""
+        if self.ctx is None or self.ctx.process_index != 0:
+            return
+        keep = ("groups_flat", "groups_spread", "groups_top", "groups_saturated", "top_reward_rate")
+        line = {
+            "step": self.global_step + 1,
+            "phase": self.phase.name if self.phase else None,
+            "group_size": int(group_size),
+            "rewards": [float(r) if math.isfinite(r) else None for r in self._reward.rewards],
+            "metrics": {k: out[k] for k in keep if k in out and math.isfinite(out[k])},
+        }
+        with open(Path(self.ctx.run_dir) / "rewards.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(line) + "\n")
+
+    def _truncate_recorded_rewards(self) -> None:
+        """After a restore: drop recorded steps the resumed run will train again."""
+        path = Path(self.ctx.run_dir) / "rewards.jsonl" if self.ctx is not None else None
+        if not self.r.record_rewards or path is None or not path.is_file() or self.ctx.process_index != 0:
+            return
+        kept = []
+        for raw in path.read_text(encoding="utf-8").splitlines():
+            try:
+                if int(json.loads(raw)["step"]) <= self.global_step:
+                    kept.append(raw)
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn last line from a kill
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+        os.replace(tmp, path)
 
     # ------------------------------------------------------------------ train
 
@@ -735,11 +774,12 @@ class TunixRunner:
         ck.save(Path(ckpt_dir), arrays, meta)
         log.info("tunix_saved", dir=str(ckpt_dir), step=self.global_step, seconds=round(time.perf_counter() - t0, 2))
 
-    def restore(self, ckpt_dir: Path) -> None:
+    def _load_weights(self, ckpt_dir: Path, what: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Load a checkpoint's policy weights into the model; returns (arrays, meta)."""
         from runners.tunix import checkpoint as ck
 
         if self.model is None:
-            raise RuntimeError("open() must be called before restore()")
+            raise RuntimeError(f"open() must be called before {what}()")
         arrays, meta = ck.load(Path(ckpt_dir))
         if bool(meta.get("lora")) != bool(self.lora):
             raise ValueError(
@@ -747,8 +787,13 @@ class TunixRunner:
             )
         ck.load_into(self.model, arrays["model"], self._trainable())
         self._eval_sampler = None
+        return arrays, meta
+
+    def restore(self, ckpt_dir: Path) -> None:
+        arrays, meta = self._load_weights(ckpt_dir, "restore")
         self._snapshots = {k[len("ref_") :]: v for k, v in arrays.items() if k.startswith("ref_")}
         self.global_step = int(meta["global_step"])
+        self._truncate_recorded_rewards()
         self.rng_counter = int(meta.get("rng_counter", 0))
         self._last_kind = meta.get("last_kind")
         if meta.get("penalties"):
@@ -781,6 +826,18 @@ class TunixRunner:
             self._last_kind = ph.kind
         log.info("tunix_restored", dir=str(ckpt_dir), step=self.global_step, phase=meta.get("phase"))
 
+    def restore_policy(self, ckpt_dir: Path) -> None:
+        """A rewind: load the policy weights (LoRA or full) saved in ``ckpt_dir`` into the phase
+        just set up; steps, data positions, sampling keys and penalties go on.  The KL references
+        this phase took from its starting weights ("previous", and "sft" right after an SFT
+        phase) become the restored weights."""
+        _, meta = self._load_weights(ckpt_dir, "restore_policy")
+        for name in self._fresh_refs:  # references meant as "the weights at the phase start"
+            self._snapshots[name] = self._snapshot()
+        self._drop_phase_objects()
+        self._built = False
+        log.info("tunix_policy_restored", dir=str(ckpt_dir), saved_step=meta.get("global_step"), step=self.global_step)
+
     def _apply_pending(self, p: dict[str, Any]) -> None:
         from runners.tunix import checkpoint as ck
 
@@ -810,10 +867,9 @@ def reward_metrics(
     type*, plus the outcome rates DipgReward computed for the batch."""
     from rewards import max_reward
 
-    out = reward_step_stats(list(rewards), group_size, top_reward=None)
-    tops = [max_reward(values, t) for t in task_types]
-    finite = [(r, top) for r, top in zip(rewards, tops) if math.isfinite(r)]
-    out["top_reward_rate"] = sum(1 for r, top in finite if r >= top - 1e-9) / len(finite) if finite else math.nan
+    g = max(1, int(group_size))
+    tops = [max_reward(values, t) for t in task_types[::g]]  # one item (task type) per group
+    out = reward_step_stats(list(rewards), g, top_reward=tops)
     for k in OUTCOME_RATE_METRICS:
         out[k] = float(outcome.get(k, math.nan))
     return out
