@@ -288,14 +288,6 @@ def llr_weights(cfg: CollapseConfig, p: Mapping[str, float]) -> dict[str, float]
     return {o: math.log(q[o] / p[o]) for o in OUTCOMES}
 
 
-def kl_per_group(cfg: CollapseConfig, p: Mapping[str, float]) -> float:
-    """KL(q || p) in nats of the designed alternative: the evidence one collapsed group carries
-    at the smallest collapse worth catching (delay ~ h / (groups per step * KL))."""
-    w = llr_weights(cfg, p)
-    q = {o: p[o] * math.exp(w[o]) for o in OUTCOMES}
-    return float(sum(q[o] * w[o] for o in OUTCOMES if q[o] > 0))
-
-
 @dataclass(frozen=True)
 class CollapseOutput:
     """``fired``: alarm at this step.  ``ready``: a baseline exists.  ``evidence``: JSON-safe."""
@@ -307,6 +299,10 @@ class CollapseOutput:
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
+#: the groups since the estimated onset (the current excursion of S), for the gain veto
+_EMPTY_RUN = {"steps": 0, "groups": 0.0, "top": 0.0, "reward_sum": 0.0, "reward_groups": 0.0}
+
+
 def collapse_init(cfg: CollapseConfig | Mapping[str, Any] | None = None) -> dict[str, Any]:
     collapse_config(cfg)
     return {
@@ -315,15 +311,12 @@ def collapse_init(cfg: CollapseConfig | Mapping[str, Any] | None = None) -> dict
         "warmup": [],  # steps kept while the fallback baseline is gathered
         "s": 0.0,
         "onset": None,  # phase step at which the current excursion of S began
-        "run": {"steps": 0, "groups": 0.0, "top": 0.0, "reward_sum": 0.0, "reward_groups": 0.0},
+        "run": dict(_EMPTY_RUN),
         "vetoes": 0,
         "last_veto": None,
         "max_s": 0.0,
         "skipped": 0,
     }
-
-
-_EMPTY_RUN = {"steps": 0, "groups": 0.0, "top": 0.0, "reward_sum": 0.0, "reward_groups": 0.0}
 
 
 def _gain(cfg: CollapseConfig, base: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -415,7 +408,7 @@ def collapse_update(
     base = st["baseline"]
     run = st["run"]
     evidence: dict[str, Any] = {
-        "statistic": float(st["s"]) if not fired else float(st["s"]),
+        "statistic": float(st["s"]),
         "threshold": h,
         "false_alarm_rate": cfg.false_alarm_rate,
         "arl_steps": cfg.arl,
@@ -444,5 +437,5 @@ def collapse_update(
 __all__ = [
     "OUTCOMES", "GROUP_METRICS", "READS", "COLLAPSE_KEYS", "CollapseConfig", "CollapseConfigError",
     "CollapseOutput", "collapse_config", "collapse_init", "collapse_update", "estimate_baseline",
-    "llr_weights", "kl_per_group",
+    "llr_weights",
 ]

@@ -126,9 +126,8 @@ def group_outcomes(
 ) -> dict[str, float]:
     """Count a step's GRPO groups by outcome: flat, spread, top, saturated.
 
-    ``rewards``: group-major, ``group_size`` per prompt (a flat sequence, or an array whose last
-    axis is the group; leading axes are summed over, so ``(steps, P, G)`` gives per-step counts
-    with ``axis`` handling left to the caller via :func:`group_outcome_arrays`).  ``top``: the
+    ``rewards``: one step's rewards, group-major, ``group_size`` per prompt (for many steps at
+    once use :func:`group_outcome_arrays`).  ``top``: the
     maximum reward (one value, one per group, or None when the reward declares none: then
     ``groups_top`` and ``groups_saturated`` are NaN and ``groups_flat`` counts every zero-spread
     group).  Groups with fewer than two finite rewards are left out.

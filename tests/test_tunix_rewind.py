@@ -69,14 +69,6 @@ rewind = true
 """
 
 
-def _env(**extra: str) -> dict[str, str]:
-    return tu.env(**extra)
-
-
-def cli(*args: str, env=None):
-    return tu.cli(*args, env_vars=env)
-
-
 weights = tu.checkpoint_weights
 
 
@@ -128,7 +120,7 @@ def test_recorded_rewards_are_a_replay_trace_and_survive_the_resume(runs):
 
 def test_compare_on_tunix_run_directories(runs, tmp_path):
     straight, killed = runs
-    p = cli("compare", str(straight), str(killed), "--out", str(tmp_path / "cmp"))
+    p = tu.cli("compare", str(straight), str(killed), "--out", str(tmp_path / "cmp"))
     assert p.returncode == 0, p.stderr[-2000:]
     md = (tmp_path / "cmp" / "compare.md").read_text()
     for name in ("straight", "killed"):
