@@ -173,7 +173,33 @@ def pid_update(
     return s, lam
 
 
+class PIDKind:
+    """``controller = { type = "pid", ... }``: the kind behind a phase's controller table.
+
+    Every controller kind has ``config(table)``, ``init(cfg)`` and ``update(cfg, state,
+    measurement) -> (state, lambda)``; the core (curriculum/core.py) scales the preset's
+    penalties by ``1 + lambda``.  The table's ``type``, ``metric`` and ``window`` keys are the
+    core's (which metric, averaged over how many steps); the rest are the kind's.
+    """
+
+    name = "pid"
+    keys = frozenset(PID_KEYS)
+
+    def config(self, table: Mapping[str, Any]) -> PIDConfig:
+        return pid_config({k: v for k, v in table.items() if k not in ("type", "metric", "window")})
+
+    def init(self, cfg: PIDConfig) -> dict[str, Any]:
+        return pid_init(cfg)
+
+    def update(self, cfg: PIDConfig, state: Mapping[str, Any], measurement: float) -> tuple[dict[str, Any], float]:
+        return pid_update(cfg, state, measurement)
+
+
+CONTROLLER_KINDS: dict[str, PIDKind] = {"pid": PIDKind()}
+
+
 __all__ = [
+    "CONTROLLER_KINDS",
     "ControllerConfigError",
     "PIDConfig",
     "pid_config",

@@ -1,10 +1,12 @@
 """The engine: drives a runner through the phase machine, one chunk of steps at a time.
 
-Where each decision is made:
-  - which guard fired, and why ............ curriculum/guards.py (pure, reads MetricHistory)
-  - where a fired guard leads .............. curriculum/machine.py (pytransitions)
-  - the penalty scale of a PID phase ....... curriculum/controllers.py
-  - everything on disk ..................... here, in a fixed crash-safe order
+This module decides nothing: every decision (budgets, dwell, guards, the collapse detector,
+the PID controller, eval phases, the non-finite policy, where a transition leads) is made by
+the pure core, curriculum/core.py (``Curriculum.begin`` / ``observe``), as a function of
+(state, metrics).  The engine is the shell around it: the run loop, runner calls, checkpoints,
+events, wandb and progress bars, all on disk in a fixed crash-safe order.  The core's
+CurriculumState is the one record of where the run is; state.json and each checkpoint's
+engine.json are that state plus the shell's own fields (curriculum/state.py, RunState).
 
 Non-finite metrics (`[run] on_nonfinite`): a step whose reward statistics or trainer numbers
 are NaN/inf, or whose rewards included NaN/inf (`nonfinite_rewards` > 0), is always counted
@@ -31,45 +33,63 @@ and the integrity checks that `curriculum status` shares).
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curriculum import distributed, faults, registry, rundir
+from curriculum import distributed, faults, rundir
 from curriculum.errors import CurriculumError, RunDirError, RunnerError
 from curriculum.events import EventLog, MetricsLog, truncate_to
 from curriculum.limits import NAME_RULE, inside
-from curriculum.machine import BUDGET, PhaseMachine
-from curriculum.spec import END, Spec, load_spec, pid_config_from_table
-from curriculum.state import (
-    RunState,
-    _clean,
-    atomic_write_json,
-    effective_penalties,
-    fsync_dir,
-    load_state,
-    save_state,
+from curriculum.core import (
+    Curriculum,
+    CurriculumState,
+    Decision,
+    PenaltiesChanged,
+    PhaseStarted,
+    Stop,
+    Transition,
+    _as_float,
+    decision_from_dict,
+    decision_to_dict,
 )
+from curriculum.spec import Spec, load_spec
+from curriculum.state import RunState, atomic_write_json, fsync_dir, load_state, save_state
 from curriculum.tracking import Tracker
-from curriculum.windows import MetricHistory
 from runners.base import PhaseSetup, RunContext
 
 CKPT_DIR = "checkpoints"
-_MUST_BE_FINITE = frozenset({"reward_mean", "reward_max", "reward_min", "loss", "kl", "grad_norm"})
 
 
 @dataclass
-class SharedDecision:
-    """A guard decision received from process 0 (what `_move` needs of a GuardResult)."""
+class ShellState:
+    """What only the shell keeps: identity, checkpoints and logs, rewinds in flight.  Where the
+    run is (phase, steps, guards, penalties) lives in the core's CurriculumState alone."""
 
-    evidence: dict[str, Any]
+    spec_digest: str
+    seed: int
+    visits: list[dict] = field(default_factory=list)  # {"phase", "start_step", "ordinal", "checkpoint"}
+    last_checkpoint: str | None = None
+    log_offsets: dict[str, int] = field(default_factory=dict)
+    log_digests: dict[str, str] = field(default_factory=dict)
+    pending_rewind: dict | None = None  # decided by a transition, carried out at the next phase start
+    rewinds: list[dict] = field(default_factory=list)
+
+
+_CORE_FIELDS = (
+    "phase", "phase_ordinal", "global_step", "phase_step", "preset", "base_penalties", "penalty_scale",
+    "guards", "controller", "status", "finish_reason", "pending_phase_start", "nonfinite_steps",
+)
+_SHELL_FIELDS = tuple(f for f in ShellState.__dataclass_fields__)
 
 
 class Engine:
+    """The I/O shell around the pure core (curriculum/core.py): the run loop, runner calls,
+    checkpoints, events, wandb and progress bars.  It decides nothing itself."""
+
     def __init__(
         self,
         spec: Spec,
@@ -88,31 +108,41 @@ class Engine:
         primary = self.cluster.is_primary
         self.run_dir = Path(run_dir)
         self.runner = runner
-        self.state = state
         self.resume_from = resume_from
-        # only the windows the guards read, each as long as its longest reader (spec.py)
-        default_cap, caps = spec.history_capacities()
-        self.history = (
-            MetricHistory.from_dict(state.history, default_cap, caps)
-            if state.history
-            else MetricHistory(default_cap, caps)
-        )
-        self.machine = PhaseMachine(spec, state)  # drives state.phase itself: one source of truth
+        self.core = Curriculum(spec)
+        stored = state.to_dict()
+        # the one source of truth for where the run is
+        self.cs: CurriculumState = self.core.restore(stored, state.history)
+        self.io = ShellState(**{k: stored[k] for k in _SHELL_FIELDS if k in stored})
         self.events = EventLog(self.run_dir, console=console and primary, enabled=primary)
         self.metrics = MetricsLog(self.run_dir, enabled=primary)
-        self.functions = {n: registry.get_guard_function(n) for n in spec.function_names}
         self.progress = spec.model.run.progress if progress is None else progress
         self.tracker = Tracker(
             spec.model.run.wandb if primary else "disabled", self.run_dir, spec.model.run.name, spec.raw, self.events
         )
         self._bar = None
-        self._pid_cfg = None
-        self._last_logged_scale = state.penalty_scale
         self._nonfinite_logged = 0
         self.lock: rundir.RunLock | None = None  # process 0's hold on the run directory
         self.resume_repairs: list[str] = []  # what resume fixed before this engine started
         # the same name on every process: all of them save into one checkpoint directory
         self._tmp_tag = self.cluster.broadcast(os.getpid())
+
+    @property
+    def state(self) -> RunState:
+        """The run's state as it is written to disk (without the metric windows)."""
+        return self._run_state(history=False)
+
+    def _run_state(self, history: bool) -> RunState:
+        cs, io = self.cs, self.io
+        return RunState(
+            **{k: getattr(io, k) for k in _SHELL_FIELDS},
+            **{k: getattr(cs, k) for k in _CORE_FIELDS if k not in ("base_penalties", "guards", "controller")},
+            base_penalties=dict(cs.base_penalties),
+            guards={k: dict(v) for k, v in cs.guards.items()},
+            controller=dict(cs.controller) if cs.controller is not None else None,
+            transitions=[dict(t) for t in cs.transitions],
+            history=cs.history.to_dict() if history else None,
+        )
 
     # ------------------------------------------------------------------ construction
 
@@ -155,10 +185,10 @@ class Engine:
     # ------------------------------------------------------------------ main loop
 
     def run(self) -> RunState:
-        st = self.state
+        cs = self.cs
         ctx = RunContext(
             run_dir=self.run_dir,
-            seed=st.seed,
+            seed=self.io.seed,
             model=dict(self.spec.model.model),
             data=dict(self.spec.model.data),
             runner=dict(self.spec.model.runner),
@@ -172,11 +202,11 @@ class Engine:
             "run_started",
             spec=str(self.spec.path) if self.spec.path else None,
             profile=self.spec.profile,
-            seed=st.seed,
+            seed=self.io.seed,
             phases=list(self.spec.phases),
-            start_phase=st.phase,
+            start_phase=cs.phase,
             resumed=self.resume_from is not None,
-            step=st.global_step,
+            step=cs.global_step,
             runner=self.spec.runner_kind,
             processes=self.cluster.count,
         )
@@ -196,18 +226,19 @@ class Engine:
             raise
         self.tracker.start()
         try:
-            if self.resume_from is not None and st.status == "running":
-                self._enter_phase(fresh=False)
+            if self.resume_from is not None and not cs.finished and not cs.pending_phase_start:
+                self._setup_runner()
                 self._runner_call("restore", self.runner.restore, self.resume_from / "runner")
-                self.events.emit("run_resumed", checkpoint=str(self.resume_from), step=st.global_step, phase=st.phase, phase_step=st.phase_step)
-            while st.status == "running":
+                self.events.emit("run_resumed", checkpoint=str(self.resume_from), step=cs.global_step,
+                                 phase=cs.phase, phase_step=cs.phase_step)
+            while not self.cs.finished:
                 self._advance()
         except KeyboardInterrupt:
-            self.events.emit("run_interrupted", level="warning", step=st.global_step, phase=st.phase)
+            self.events.emit("run_interrupted", level="warning", step=self.cs.global_step, phase=self.cs.phase)
             raise
         except OSError as e:  # the run directory itself: full disk, removed, read-only
             raise RunDirError(
-                f"{self.run_dir}: cannot write the run directory at step {st.global_step} "
+                f"{self.run_dir}: cannot write the run directory at step {self.cs.global_step} "
                 f"({e.strerror or e}{': ' + str(e.filename) if getattr(e, 'filename', None) else ''}); "
                 f"the last checkpoint {self._previous_checkpoint()} is intact: free space and "
                 f"`curriculum resume {self.run_dir}` continues from it"
@@ -222,7 +253,7 @@ class Engine:
                 self.events.release_library_logs()
                 self.events.close()
                 self._release()
-        return st
+        return self.state
 
     def _release(self) -> None:
         if self.lock is not None:
@@ -230,26 +261,22 @@ class Engine:
             self.lock = None
 
     def _advance(self) -> None:
-        st = self.state
-        ph = self.spec.phases[st.phase]
-        if st.pending_phase_start:
-            self._enter_phase(fresh=True)
-        if ph.kind == "eval":
-            self._move(self.machine.dest_on_budget(), BUDGET, None)
+        """One turn of the loop: what the core says to do next, then a chunk of steps."""
+        self.cs, d = self.core.begin(self.cs)
+        if isinstance(d, PhaseStarted):
+            self._phase_started(d)
             return
-        remaining = (ph.max_steps - st.phase_step) if ph.max_steps is not None else math.inf
-        if remaining <= 0:
-            self._move(self.machine.dest_on_budget(), BUDGET, None)
+        if isinstance(d, Transition):
+            self._transition(d)
             return
-        chunk = int(min(self.spec.model.run.chunk_steps, remaining))
+        cs = self.cs
+        chunk = int(min(self.spec.model.run.chunk_steps, self.core.remaining(cs)))
         every = self.spec.model.run.checkpoint_every
         if every:
-            to_ckpt = every - (st.global_step % every)
-            chunk = min(chunk, to_ckpt)
-        fired = None
+            chunk = min(chunk, every - (cs.global_step % every))
         done = 0
-        stop_reason = None
         steps = iter(self._runner_call("train", self.runner.train, chunk))
+        moved = None
         while True:
             try:
                 metrics = next(steps)
@@ -262,28 +289,24 @@ class Engine:
                     "train", TypeError(f"yielded {type(metrics).__name__} {metrics!r:.80}, expected a dict of metrics")
                 )
             done += 1
-            st.global_step += 1
-            st.phase_step += 1
-            res = self._on_step(metrics, check=fired is None and stop_reason is None)
+            d = self._on_step(metrics)
             faults.point("step")
-            if isinstance(res, tuple):
-                fired = res
-            elif isinstance(res, str):
-                stop_reason = res
+            if isinstance(d, Transition):
+                moved = d
+                close = getattr(steps, "close", None)
+                if close is not None:  # the phase is over: no further step of this chunk is trained
+                    close()
+                break
         self.metrics.flush()
-        if done < chunk and fired is None:
-            self._finish_run("runner_exhausted")
+        if moved is not None:
+            self._transition(moved)
             return
-        if fired is not None:
-            guard, result = fired
-            dest = self.machine.dest_on_guard(guard)
-            if dest is not None:
-                self._move(dest, guard, result)
-                return
-        if stop_reason is not None:
-            self._move(self.machine.dest_on_budget(), stop_reason, None)
+        if done < chunk:
+            self.cs, stop = self.core.finish(self.cs, "runner_exhausted")
+            self._finish_phase(stop)
+            self._finish_run(stop.reason)
             return
-        if every and st.global_step % every == 0:
+        if every and self.cs.global_step % every == 0:
             self._checkpoint(periodic=True)
 
     def _runner_call(self, what: str, fn: Any, *args: Any) -> Any:
@@ -303,7 +326,7 @@ class Engine:
         """Log a runner failure (event + traceback file) and build the one-paragraph error."""
         import traceback
 
-        st = self.state
+        cs = self.cs
         tb_path = self.run_dir / (
             f"runner-error.p{self.cluster.index}.txt" if self.cluster.multi else "runner-error.txt"
         )
@@ -311,11 +334,11 @@ class Engine:
             tb_path.write_text("".join(traceback.format_exception(e)), encoding="utf-8")
         except OSError:
             tb_path = None
-        self._emit_failure("runner_failed", during=what, phase=st.phase, step=st.global_step,
+        self._emit_failure("runner_failed", during=what, phase=cs.phase, step=cs.global_step,
                            error=f"{type(e).__name__}: {e}")
         return RunnerError(
-            f"the {self.spec.runner_kind} runner failed during {what} in phase '{st.phase}' after step "
-            f"{st.global_step} ({type(e).__name__}: {e})"
+            f"the {self.spec.runner_kind} runner failed during {what} in phase '{cs.phase}' after step "
+            f"{cs.global_step} ({type(e).__name__}: {e})"
             + (f"; traceback in {tb_path}" if tb_path else "")
             + f". The run directory is consistent: `curriculum resume {self.run_dir}` continues from the "
             f"last checkpoint ({self._previous_checkpoint()})."
@@ -323,321 +346,186 @@ class Engine:
 
     # ------------------------------------------------------------------ per step
 
-    def _on_step(self, metrics: dict[str, float], check: bool):
-        st = self.state
-        ph = self.spec.phases[st.phase]
-        clean = {}
-        for k, v in metrics.items():
-            clean[str(k)] = _as_float(v)
+    def _on_step(self, metrics: dict[str, Any]) -> Decision:
+        """Record one step and carry out what the core decided about it (process 0 decides;
+        the others follow its decision, one broadcast per step)."""
+        clean = {str(k): _as_float(v) for k, v in metrics.items()}
         if self.cluster.multi:  # every process's shard of the batch, as one global step
             clean = self.cluster.reduce_metrics(clean)
-        self.history.push(clean)
-        # NaN can mean "not defined this step" (abstention accuracy with no abstention); the
-        # values that must always be finite are the reward statistics and the trainer's numbers.
-        bad = [
-            k for k, v in clean.items()
-            if (k in _MUST_BE_FINITE and not math.isfinite(v)) or math.isinf(v)
-        ]
-        nonfinite_rewards = clean.get("nonfinite_rewards", 0.0)
-        if bad or (math.isfinite(nonfinite_rewards) and nonfinite_rewards > 0):
-            st.nonfinite_steps += 1
-            if self._nonfinite_logged < 20 or st.nonfinite_steps % 100 == 0:
+        before = self.cs
+        if self.cluster.is_primary:
+            self.cs, d = self.core.observe(before, clean)
+        else:
+            self.cs, d = self.core.record(before, clean)
+        if self.cluster.multi:
+            d = self._share_decision(d)
+        cs = self.cs
+        if d.nonfinite or d.nonfinite_rewards > 0:
+            if self._nonfinite_logged < 20 or cs.nonfinite_steps % 100 == 0:
                 self._nonfinite_logged += 1
                 self.events.emit(
                     "nonfinite_metrics",
                     level="warning",
                     console=self._nonfinite_logged <= 3,
-                    phase=st.phase,
-                    step=st.global_step,
-                    metrics=bad,
-                    nonfinite_rewards=nonfinite_rewards,
-                    total_steps_affected=st.nonfinite_steps,
+                    phase=d.phase,
+                    step=d.step,
+                    metrics=list(d.nonfinite),
+                    nonfinite_rewards=d.nonfinite_rewards,
+                    total_steps_affected=cs.nonfinite_steps,
                     policy=self.spec.model.run.on_nonfinite,
                 )
         self.metrics.write(
             {
-                "step": st.global_step,
-                "phase": st.phase,
-                "phase_step": st.phase_step,
-                "preset": st.preset,
-                "penalty_scale": st.penalty_scale,
+                "step": d.step,
+                "phase": d.phase,
+                "phase_step": before.phase_step + 1,
+                "preset": before.preset,
+                "penalty_scale": before.penalty_scale,
                 "metrics": clean,
             }
         )
-        self.tracker.log(st.global_step, clean, phase_ordinal=st.phase_ordinal, penalty_scale=st.penalty_scale)
+        self.tracker.log(d.step, clean, phase_ordinal=before.phase_ordinal, penalty_scale=before.penalty_scale)
         if self._bar is not None:
             self._bar.update(1)
             rm = clean.get("reward_mean", clean.get("loss"))
-            if rm is not None and st.phase_step % 5 == 0:
+            if rm is not None and (before.phase_step + 1) % 5 == 0:
                 self._bar.set_postfix_str(f"{'reward' if 'reward_mean' in clean else 'loss'}={rm:.3g}", refresh=False)
+        for guard, terms in d.guard_warnings:
+            self.events.emit("guard_nonfinite", level="warning", console=False, guard=guard, phase=d.phase,
+                             step=d.step, terms=list(terms))
+        change = d if isinstance(d, PenaltiesChanged) else getattr(d, "controller_change", None)
+        if change is not None:
+            if not isinstance(d, Transition):
+                self.runner.set_penalties(dict(change.penalties))
+            if change.notable:
+                self.events.emit("penalties_changed", console=False, phase=change.phase, step=change.step,
+                                 reason=change.reason, measurement=change.measurement,
+                                 penalty_scale=change.penalty_scale, before=dict(change.before),
+                                 after=dict(change.penalties))
+        return d
 
-        decision = None
-        if self.cluster.is_primary:
-            decision = self._decide(clean, check, bool(bad or nonfinite_rewards > 0))
-        if self.cluster.multi:
-            decision = self._share_decision(decision)
-        return decision
-
-    def _decide(self, clean: dict[str, float], check: bool, nonfinite: bool):
-        """The penalty controller and the guards on this step's (global) metrics: process 0 only.
-
-        Returns None, a stop reason, or (guard name, GuardResult) for the first guard that fired.
-        """
-        st = self.state
-        ph = self.spec.phases[st.phase]
-        if self._pid_cfg is not None:
-            self._update_controller(clean)
-        if self.spec.model.run.on_nonfinite == "stop_phase" and nonfinite:
-            return "nonfinite"
-        if not check or st.phase_step < ph.min_dwell:
-            return None
-        fired = None
-        for t in self.spec.transitions_from(st.phase):
-            g = self.spec.guards[t.guard]
-            gstate = st.guards.get(t.guard) or g.init_state()
-            gstate, result = g.update(gstate, self.history, self.functions)
-            st.guards[t.guard] = gstate
-            if result.nonfinite_terms:
-                self.events.emit(
-                    "guard_nonfinite",
-                    level="warning",
-                    console=False,
-                    guard=t.guard,
-                    phase=st.phase,
-                    step=st.global_step,
-                    terms=list(result.nonfinite_terms),
-                )
-            if result.fired and fired is None:
-                fired = (t.guard, result)
-        return fired
-
-    def _share_decision(self, decision: Any) -> Any:
-        """Process 0's decision of this step on every process (one broadcast per step)."""
-        st = self.state
-        msg: dict[str, Any] = {}
-        if self.cluster.is_primary:
-            msg["scale"] = st.penalty_scale
-            if isinstance(decision, tuple):
-                msg["fired"] = decision[0]
-                msg["evidence"] = _clean(dict(decision[1].evidence))
-            elif isinstance(decision, str):
-                msg["stop"] = decision
-        msg = self.cluster.broadcast(msg)
+    def _share_decision(self, decision: Decision) -> Decision:
+        """Process 0's decision of this step on every process."""
+        msg = self.cluster.broadcast(decision_to_dict(decision) if self.cluster.is_primary else None)
         if self.cluster.is_primary:
             return decision
-        if msg["scale"] != st.penalty_scale:
-            st.penalty_scale = float(msg["scale"])
-            self.runner.set_penalties(st.penalties())
-        if "fired" in msg:
-            return msg["fired"], SharedDecision(evidence=msg["evidence"])
-        return msg.get("stop")
-
-    def _update_controller(self, metrics: dict[str, float]) -> None:
-        from curriculum import controllers
-
-        st = self.state
-        cfg = self._pid_cfg
-        tbl = self.spec.phases[st.phase].controller or {}
-        metric = tbl["metric"]
-        window = int(tbl.get("window", 1))
-        if window > 1:
-            import numpy as np
-
-            vals = np.asarray(self.history.window(metric, window), dtype=float)
-            vals = vals[np.isfinite(vals)]
-            meas = float(vals.mean()) if vals.size else math.nan
-        else:
-            meas = metrics.get(metric, math.nan)
-        new_state, lam = controllers.pid_update(cfg, st.controller, meas)
-        st.controller = new_state
-        lam = 1.0 + float(lam)  # penalty scale: the preset's penalties times (1 + lambda)
-        if lam != st.penalty_scale:
-            before = st.penalties()
-            st.penalty_scale = lam
-            after = st.penalties()
-            self.runner.set_penalties(after)
-            ref = max(abs(self._last_logged_scale), 1e-9)
-            if abs(lam - self._last_logged_scale) / ref >= 0.05:
-                self._last_logged_scale = lam
-                self.events.emit(
-                    "penalties_changed",
-                    console=False,
-                    phase=st.phase,
-                    step=st.global_step,
-                    reason="pid",
-                    measurement=meas,
-                    penalty_scale=lam,
-                    before=before,
-                    after=after,
-                )
+        shared = decision_from_dict(msg)
+        self.cs = self.core.follow(self.cs, shared)
+        return shared
 
     # ------------------------------------------------------------------ phases
 
     def _phase_setup(self) -> PhaseSetup:
-        st = self.state
-        ph = self.spec.phases[st.phase]
+        cs = self.cs
+        ph = self.spec.phases[cs.phase]
         ev = ph.eval.model_dump()
         if ev.get("preset") is None:
-            ev["preset"] = self.spec.model.reward.eval_preset or st.preset
+            ev["preset"] = self.spec.model.reward.eval_preset or cs.preset
         ev["penalties"] = (
-            dict(self.spec.presets[ev["preset"]]) if ev.get("preset") in self.spec.presets else st.penalties()
+            dict(self.spec.presets[ev["preset"]]) if ev.get("preset") in self.spec.presets else cs.penalties
         )
-        prev = st.transitions[-1]["from_phase"] if st.transitions else None
         return PhaseSetup(
-            name=st.phase,
+            name=cs.phase,
             kind=ph.kind,
-            ordinal=st.phase_ordinal,
+            ordinal=cs.phase_ordinal,
             max_steps=ph.max_steps,
-            start_phase_step=st.phase_step,
-            global_step=st.global_step,
-            penalties=st.penalties(),
+            start_phase_step=cs.phase_step,
+            global_step=cs.global_step,
+            penalties=cs.penalties,
             train=dict(ph.train),
             eval=ev,
-            previous_phase=prev,
-            preset=st.preset,
+            previous_phase=cs.previous_phase,
+            preset=cs.preset,
         )
 
-    def _enter_phase(self, fresh: bool) -> None:
-        st = self.state
-        ph = self.spec.phases[st.phase]
-        if fresh:
-            self.history.begin_phase(st.phase)
-            st.phase_step = 0
-            st.preset, st.base_penalties = self.spec.penalties_for(st.phase)
-            st.penalty_scale = 1.0
-            st.guards = {t.guard: self.spec.guards[t.guard].init_state() for t in self.spec.transitions_from(st.phase)}
-            st.controller = None
-        else:
-            # Resumed, possibly with a changed guard definition (a safe change): a stored state
-            # that does not fit the guard as now declared (another type, other collapse
-            # signals) starts afresh instead of crashing the guard.
-            for t in self.spec.transitions_from(st.phase):
-                stored = st.guards.get(t.guard)
-                if stored is not None and not _guard_state_fits(stored, self.spec.guards[t.guard].init_state()):
-                    st.guards[t.guard] = self.spec.guards[t.guard].init_state()
-        self._pid_cfg = None
-        if ph.controller is not None:
-            from curriculum import controllers
-
-            self._pid_cfg = pid_config_from_table(ph.controller)
-            if st.controller is None:
-                st.controller = controllers.pid_init(self._pid_cfg)
-                st.penalty_scale = 1.0 + float(st.controller["lam"])
-        self._last_logged_scale = st.penalty_scale
-        setup = self._phase_setup()
-        self._runner_call("setup_phase", self.runner.setup_phase, setup)
+    def _setup_runner(self) -> None:
+        """Set the runner up for the current phase (a phase start, or a resume inside it)."""
+        self._runner_call("setup_phase", self.runner.setup_phase, self._phase_setup())
         faults.point("phase_setup")
-        if fresh and st.pending_rewind:
-            self._rewind(st.pending_rewind)
-        self.runner.set_penalties(st.penalties())
-        self._open_bar()
-        if fresh:
-            st.pending_phase_start = False
-            st.visits.append(
-                {
-                    "phase": st.phase,
-                    "ordinal": st.phase_ordinal,
-                    "start_step": st.global_step,
-                    "checkpoint": f"{CKPT_DIR}/{st.phase_ordinal:04d}-{st.phase}-start",
-                }
-            )
-            self.events.emit(
-                "phase_started",
-                phase=st.phase,
-                kind=ph.kind,
-                ordinal=st.phase_ordinal,
-                step=st.global_step,
-                preset=st.preset,
-                penalties=st.penalties(),
-                max_steps=ph.max_steps,
-                train=dict(ph.train),
-            )
-            self._checkpoint(periodic=False)
 
-    def _evaluate(self) -> dict[str, float] | None:
-        st = self.state
-        ph = self.spec.phases[st.phase]
-        if not ph.eval.enabled:
-            return None
+    def _phase_started(self, d: PhaseStarted) -> None:
+        cs = self.cs
+        self._setup_runner()
+        if self.io.pending_rewind:
+            self._rewind(self.io.pending_rewind)
+        self.runner.set_penalties(cs.penalties)
+        self._open_bar()
+        self.io.visits.append(
+            {
+                "phase": cs.phase,
+                "ordinal": cs.phase_ordinal,
+                "start_step": cs.global_step,
+                "checkpoint": f"{CKPT_DIR}/{cs.phase_ordinal:04d}-{cs.phase}-start",
+            }
+        )
+        self.events.emit(
+            "phase_started",
+            phase=cs.phase,
+            kind=d.phase_kind,
+            ordinal=cs.phase_ordinal,
+            step=cs.global_step,
+            preset=cs.preset,
+            penalties=cs.penalties,
+            max_steps=d.max_steps,
+            train=dict(d.train),
+        )
+        self._checkpoint(periodic=False)
+
+    def _evaluate(self, phase: str, step: int) -> dict[str, float] | None:
         t0 = time.time()
         result = self._runner_call("evaluate", self.runner.evaluate)
         faults.point("evaluation")
         if result is None:
             return None
         out = {k: _as_float(v) for k, v in result.items()}
-        self.events.emit("evaluation_finished", console=False, phase=st.phase, step=st.global_step,
+        self.events.emit("evaluation_finished", console=False, phase=phase, step=step,
                          seconds=round(time.time() - t0, 2), n_items=out.get("n_items"))
         return out
 
-    def _move(self, dest: str, reason: str, result: Any) -> None:
-        """Finish the current phase (evaluate, log) and move to `dest`."""
-        st = self.state
-        src = st.phase
+    def _finish_phase(self, d: Transition) -> None:
+        """The finished phase's evaluation (when it asks for one) and its phase_finished event."""
         self._close_bar()
-        ev = self._evaluate()
-        fin = {"phase": src, "steps": st.phase_step, "step": st.global_step, "reason": reason}
+        ev = self._evaluate(d.phase, d.step) if d.evaluate else None
+        fin = {"phase": d.phase, "steps": d.phase_step, "step": d.step, "reason": d.reason}
         if ev is not None:
             fin["eval"] = ev
         self.events.emit("phase_finished", **fin)
         if ev is not None:
-            self.tracker.log_eval(st.global_step, src, ev)
-        before = st.penalties()
-        preset_before = st.preset
-        if dest != END:
-            preset_after, base_after = self.spec.penalties_for(dest)
-            after = effective_penalties(base_after, 1.0)
-        else:
-            preset_after, after = None, {}
-        record = {
-            "from_phase": src,
-            "to_phase": dest,
-            "step": st.global_step,
-            "phase_step": st.phase_step,
-            "reason": reason,
-        }
-        evidence: dict[str, Any] = {}
-        metrics_seen: dict[str, Any] = {}
-        guard_kind = None
-        if result is not None:
-            evidence = dict(result.evidence)
-            guard_kind = self.spec.guards[reason].kind if reason in self.spec.guards else None
-        story = _onset(evidence, st) if guard_kind == "collapse" else None
-        if story is not None:
-            record["onset_step"] = story["onset_step"]
-        trans = next((t for t in self.spec.transitions_from(src) if t.guard == reason), None)
-        if trans is not None and trans.rewind and dest != END:
-            onset = story["onset_step"] if story is not None else st.global_step
+            self.tracker.log_eval(d.step, d.phase, ev)
+
+    def _transition(self, d: Transition) -> None:
+        """Carry out a transition the core decided (the state has already moved): evaluate the
+        finished phase, plan a rewind, log, then save where the run now is."""
+        self._finish_phase(d)
+        record = dict(d.record)
+        if d.rewind:
+            onset = int(d.onset_step if d.onset_step is not None else d.step)
             pick = self.cluster.broadcast(self._rewind_target(onset) if self.cluster.is_primary else None)
-            st.pending_rewind = {
-                "onset_step": onset, "detected_step": st.global_step, "phase": src, **pick,
-            }
-            record["rewind"] = dict(st.pending_rewind)
-        for name in sorted(self.history_metric_names()):
-            w = self.history.window(name, 1)
+            self.io.pending_rewind = {"onset_step": onset, "detected_step": d.step, "phase": d.phase, **pick}
+            record["rewind"] = dict(self.io.pending_rewind)
+        metrics_seen: dict[str, Any] = {}
+        hist = self.cs.history  # still the finished phase's windows: the next phase has not begun
+        for name in sorted(hist.metrics):
+            w = hist.window(name, 1)
             if len(w):
                 metrics_seen[name] = float(w[-1])
         self.events.emit(
             "phase_transition",
             **record,
-            **({"story": story["story"]} if story is not None else {}),
-            guard_kind=guard_kind,
-            evidence=evidence,
+            **({"story": d.story} if d.story is not None else {}),
+            guard_kind=d.guard_kind,
+            evidence=dict(d.evidence),
             metrics=metrics_seen,
-            preset_before=preset_before,
-            preset_after=preset_after,
-            penalties_before=before,
-            penalties_after=after,
+            preset_before=d.preset_before,
+            preset_after=d.preset_after,
+            penalties_before=dict(d.penalties_before),
+            penalties_after=dict(d.penalties),
         )
-        self.tracker.mark_transition(st.global_step, src, dest, reason)
+        self.tracker.mark_transition(d.step, d.phase, d.to, d.reason)
         faults.point("transition_logged")
-        st.transitions.append(record)
-        if dest == END:
-            self._finish_run(reason)
+        if isinstance(d, Stop):
+            self._finish_run(d.reason)
             return
-        self.machine.move(dest, reason if result is not None else None)
-        st.phase_ordinal += 1
-        st.phase_step = 0
-        st.pending_phase_start = True
         self._save_state()
 
     def _rewind_target(self, onset: int) -> dict[str, Any]:
@@ -665,7 +553,7 @@ class Engine:
         """Restore the policy weights of ``plan["checkpoint"]`` into the phase just set up.  Steps,
         logs and data positions go on; the steps between the checkpoint and now stay in the logs,
         marked by the ``policy_rewound`` event."""
-        st = self.state
+        cs = self.cs
         restore = getattr(self.runner, "restore_policy", None)
         if restore is None:
             raise RunnerError(
@@ -674,33 +562,24 @@ class Engine:
             )
         self._runner_call("restore_policy", restore, self.run_dir / plan["checkpoint"] / "runner")
         faults.point("rewind")
-        done = {**plan, "into_phase": st.phase, "step": st.global_step,
+        done = {**plan, "into_phase": cs.phase, "step": cs.global_step,
                 "discarded_steps": [int(plan["checkpoint_step"]) + 1, int(plan["detected_step"])]}
         self.events.emit("policy_rewound", **done)
-        st.rewinds.append(done)
-        st.pending_rewind = None
+        self.io.rewinds.append(done)
+        self.io.pending_rewind = None
 
     def history_metric_names(self) -> list[str]:
-        return list(self.history.metrics)
+        return list(self.cs.history.metrics)
 
     def _finish_run(self, reason: str) -> None:
-        st = self.state
-        if st.phase != END and reason == "runner_exhausted":
-            ev = self._evaluate()
-            fin = {"phase": st.phase, "steps": st.phase_step, "step": st.global_step, "reason": reason}
-            if ev is not None:
-                fin["eval"] = ev
-            self.events.emit("phase_finished", **fin)
-        st.status = "finished"
-        st.finish_reason = reason
-        self.history_to_state()
+        cs = self.cs
         self.events.emit(
             "run_finished",
-            step=st.global_step,
+            step=cs.global_step,
             reason=reason,
-            phases=[v["phase"] for v in st.visits],
-            transitions=len(st.transitions),
-            nonfinite_steps=st.nonfinite_steps,
+            phases=[v["phase"] for v in self.io.visits],
+            transitions=len(cs.transitions),
+            nonfinite_steps=cs.nonfinite_steps,
         )
         # The trained model as the run left it (and the engine state, marked finished).
         self._checkpoint(periodic=False, name="final")
@@ -712,17 +591,14 @@ class Engine:
         # The metric windows are written once, into the checkpoint's engine.json (what resume
         # reads); state.json leaves them out, so it stays small however long the windows are.
         if self.cluster.is_primary:
-            save_state(self.run_dir, replace(self.state, history=None))
-
-    def history_to_state(self) -> None:
-        self.state.history = self.history.to_dict()
+            save_state(self.run_dir, self.state)
 
     def _checkpoint(self, periodic: bool, name: str | None = None) -> str:
-        st = self.state
+        cs, io = self.cs, self.io
         root = self.run_dir / CKPT_DIR
         kind = "final" if name else ("periodic" if periodic else "boundary")
         if name is None:
-            name = f"step-{st.global_step:07d}" if periodic else f"{st.phase_ordinal:04d}-{st.phase}-start"
+            name = f"step-{cs.global_step:07d}" if periodic else f"{cs.phase_ordinal:04d}-{cs.phase}-start"
         final = root / name
         if self.cluster.broadcast(final.exists()):
             return str(final.relative_to(self.run_dir))
@@ -736,10 +612,10 @@ class Engine:
         self.cluster.barrier("checkpoint-begin")
         self.metrics.flush()
         rel = str(final.relative_to(self.run_dir))
-        prev_ckpt, prev_offsets, prev_digests = st.last_checkpoint, st.log_offsets, st.log_digests
-        st.last_checkpoint = rel
-        st.log_offsets = {"events": -1, "metrics": self.metrics.offset()}
-        st.log_digests = {"metrics": self.metrics.digest()}
+        prev_ckpt, prev_offsets, prev_digests = io.last_checkpoint, io.log_offsets, io.log_digests
+        io.last_checkpoint = rel
+        io.log_offsets = {"events": -1, "metrics": self.metrics.offset()}
+        io.log_digests = {"metrics": self.metrics.digest()}
         try:
             self.runner.save(tmp / "runner")  # collective: every process saves its part
             faults.point("checkpoint_runner_saved")
@@ -749,24 +625,23 @@ class Engine:
                 "checkpoint_saved",
                 console=False,
                 path=rel,
-                step=st.global_step,
-                phase=st.phase,
-                phase_step=st.phase_step,
+                step=cs.global_step,
+                phase=cs.phase,
+                phase_step=cs.phase_step,
                 kind=kind,
             )
-            st.log_offsets["events"] = self.events.offset()
-            st.log_digests["events"] = self.events.digest()
-            self.history_to_state()
+            io.log_offsets["events"] = self.events.offset()
+            io.log_digests["events"] = self.events.digest()
             # process 0 commits; a failure there reaches every process (none waits forever)
             self.cluster.agree(lambda: self._commit_checkpoint(tmp, final))
             faults.point("checkpoint_renamed")
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
-            st.last_checkpoint, st.log_offsets, st.log_digests = prev_ckpt, prev_offsets, prev_digests
+            io.last_checkpoint, io.log_offsets, io.log_digests = prev_ckpt, prev_offsets, prev_digests
             raise self._checkpoint_failed(final, e) from None
         except CurriculumError:
             shutil.rmtree(tmp, ignore_errors=True)
-            st.last_checkpoint, st.log_offsets, st.log_digests = prev_ckpt, prev_offsets, prev_digests
+            io.last_checkpoint, io.log_offsets, io.log_digests = prev_ckpt, prev_offsets, prev_digests
             raise
         self._save_state()
         if periodic and primary:
@@ -776,7 +651,7 @@ class Engine:
     def _commit_checkpoint(self, tmp: Path, final: Path) -> None:
         """Write the engine state into the checkpoint and rename it into place (process 0)."""
         try:
-            atomic_write_json(tmp / "engine.json", self.state.to_dict())
+            atomic_write_json(tmp / "engine.json", self._run_state(history=True).to_dict())
             rundir.write_manifest(tmp)  # names, sizes and small files' sha256 (see rundir.py)
             os.replace(tmp, final)
             fsync_dir(final.parent)
@@ -785,7 +660,7 @@ class Engine:
 
     def _checkpoint_failed(self, final: Path, e: OSError) -> CurriculumError:
         self._emit_failure("checkpoint_failed", path=str(final.relative_to(self.run_dir)),
-                           step=self.state.global_step, error=f"{type(e).__name__}: {e}")
+                           step=self.cs.global_step, error=f"{type(e).__name__}: {e}")
         return CurriculumError(
             f"{final}: could not write the checkpoint ({e.strerror or e}); the previous checkpoint "
             f"{self._previous_checkpoint()} is intact and resumable"
@@ -811,15 +686,16 @@ class Engine:
         self._close_bar()
         if not self.progress:
             return
-        ph = self.spec.phases[self.state.phase]
+        cs = self.cs
+        ph = self.spec.phases[cs.phase]
         if ph.kind == "eval":
             return
         from tqdm import tqdm
 
         self._bar = tqdm(
             total=ph.max_steps,
-            initial=self.state.phase_step,
-            desc=f"{self.state.phase} ({ph.kind}{', ' + self.state.preset if self.state.preset else ''})",
+            initial=cs.phase_step,
+            desc=f"{cs.phase} ({ph.kind}{', ' + cs.preset if cs.preset else ''})",
             unit="step",
             leave=True,
             dynamic_ncols=True,
@@ -845,45 +721,6 @@ def _stay_inside(root: Path, *paths: Path) -> None:
                 f"{p}: refusing to write outside the run directory {root} (a name holding '/' or '..'; "
                 f"names hold only {NAME_RULE})"
             ) from None
-
-
-def _guard_state_fits(stored: Any, fresh: dict[str, Any]) -> bool:
-    if not isinstance(stored, dict) or not set(fresh) <= set(stored):
-        return False
-    if "detector" in fresh:
-        det = stored.get("detector")
-        return isinstance(det, dict) and set(fresh["detector"]) <= set(det)
-    return True
-
-
-def _onset(evidence: dict[str, Any], st: RunState) -> dict[str, Any] | None:
-    """The collapse detector's change-point estimate as a global step, and its story."""
-    ph_onset = evidence.get("onset_phase_step")
-    if not isinstance(ph_onset, int):
-        return None
-    onset = st.global_step - st.phase_step + ph_onset
-    stat, thr = evidence.get("statistic"), evidence.get("threshold")
-    far = evidence.get("false_alarm_rate")
-    base = evidence.get("baseline") or {}
-    p_flat = (base.get("p") or {}).get("flat")
-    story = (
-        f"collapse began near step {onset}, detected at {st.global_step} "
-        f"(CUSUM {stat:.2f} >= threshold {thr:.2f} = log(1/false_alarm_rate), false_alarm_rate "
-        f"{far:g} per step; healthy flat-group rate {p_flat:.2f} from {base.get('groups', 0):.0f} "
-        f"{base.get('source', '?')} groups)"
-        if isinstance(stat, (int, float)) and isinstance(thr, (int, float)) and isinstance(far, (int, float))
-        and isinstance(p_flat, (int, float)) else f"collapse began near step {onset}, detected at {st.global_step}"
-    )
-    return {"onset_step": onset, "story": story}
-
-
-def _as_float(v: Any) -> float:
-    """A metric value as a float; anything that is not a number (a string, None, a list, an int
-    too big for a float) is recorded as NaN rather than stopping the run."""
-    try:
-        return float(v)
-    except (TypeError, ValueError, OverflowError):
-        return math.nan
 
 
 def _create_run_dir(

@@ -110,6 +110,7 @@ class EventLog(_AppendOnly):
                 ],
             )
         self.context: dict[str, Any] = {}
+        self._saved_config: tuple[bool, dict[str, Any]] | None = None
 
     def bind(self, **kw: Any) -> None:
         self.context.update(kw)
@@ -132,10 +133,19 @@ class EventLog(_AppendOnly):
                 pass
             raise structlog.DropEvent
 
+        if self._saved_config is None:  # the host's own configuration, given back on release
+            self._saved_config = (structlog.is_configured(), dict(structlog.get_config()))
         structlog.configure(processors=[forward], cache_logger_on_first_use=False)
 
     def release_library_logs(self) -> None:
+        """Give structlog back exactly as the host had it before :meth:`capture_library_logs`."""
+        if self._saved_config is None:
+            return
+        was_configured, cfg = self._saved_config
+        self._saved_config = None
         structlog.reset_defaults()
+        if was_configured:
+            structlog.configure(**cfg)
 
     def emit(self, event: str, level: str = "info", console: bool = True, **fields: Any) -> None:
         data = {**self.context, **fields}

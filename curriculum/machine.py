@@ -3,12 +3,12 @@
 Side effects (setting up a runner, saving checkpoints) are deliberately NOT pytransitions
 callbacks: a callback that raises after the state changed would leave the machine in the new
 state with its setup half done, and on_enter never fires for the initial state (a resume).
-The engine asks the machine where to go, then performs the move itself in a fixed order.
+The core (curriculum/core.py) asks the machine where a trigger leads; the engine performs the
+move's side effects itself, in a fixed order.
 """
 
 from __future__ import annotations
 
-from typing import Any
 
 from transitions import Machine
 
@@ -17,18 +17,24 @@ from curriculum.spec import END, Spec
 BUDGET = "max_steps"
 
 
-class PhaseMachine:
-    """The phase graph as a pytransitions Machine whose model is the run state itself.
+class _Cursor:
+    """The one-field model pytransitions moves: a phase name, set from the state asked about."""
 
-    The machine keeps no copy of where the run is: it reads and writes ``state.phase``
-    (``model_attribute="phase"``), so the engine, a resume and the machine can never disagree.
-    ``dest_on_guard`` / ``dest_on_budget`` only look up where a trigger would lead; ``move``
-    fires it when the engine has finished the source phase.
+    def __init__(self, phase: str) -> None:
+        self.phase = phase
+
+
+class PhaseMachine:
+    """The phase graph as a pytransitions Machine, asked as a pure function of the phase.
+
+    The run's state (curriculum/core.py, CurriculumState) is a frozen value, so the machine
+    keeps no copy of where the run is: :meth:`dest` puts the phase it is asked about on a
+    scratch cursor (``model_attribute="phase"``), fires the trigger, and returns where it led.
+    A trigger the graph does not allow from that phase raises (never a silent wrong move).
     """
 
-    def __init__(self, spec: Spec, state: Any):
+    def __init__(self, spec: Spec):
         self.spec = spec
-        self.state = state
         states = list(spec.phases) + [END]
         trans: list[dict] = []
         for t in spec.transitions:
@@ -42,35 +48,33 @@ class PhaseMachine:
             )
         for name in spec.phases:
             trans.append({"trigger": "budget_exhausted", "source": name, "dest": spec.next_phase(name)})
+        self._cursor = _Cursor(spec.start)
         self.machine = Machine(
-            model=state,
+            model=self._cursor,
             states=states,
             transitions=trans,
-            initial=state.phase,
+            initial=spec.start,
             model_attribute="phase",
             auto_transitions=False,
             send_event=True,
             ignore_invalid_triggers=False,
         )
 
-    def dest_on_guard(self, guard: str) -> str | None:
-        """Where the transition carried by ``guard`` leads from the current phase (None: none)."""
-        for t in self.spec.transitions_from(self.state.phase):
-            if t.guard == guard:
-                return t.dest
-        return None
-
-    def dest_on_budget(self) -> str:
-        return self.spec.next_phase(self.state.phase)
-
-    def move(self, dest: str, guard: str | None) -> None:
-        """Take the transition (``guard`` None: the budget one) on the run state."""
+    def dest(self, phase: str, guard: str | None, expect: str | None = None) -> str:
+        """Where ``guard`` firing (None: the budget running out) leads from ``phase``."""
+        cur = self._cursor
+        self.machine.set_state(phase, model=cur)
         if guard is None:
-            self.state.budget_exhausted()
+            cur.budget_exhausted()
         else:
-            self.state.guard_fired(guard=guard)
-        if self.state.phase != dest:  # a spec/graph mismatch: never silently continue
-            raise RuntimeError(f"phase machine moved to {self.state.phase!r}, expected {dest!r}")
+            cur.guard_fired(guard=guard)
+        if cur.phase == phase and guard is not None and not any(
+            t.guard == guard and t.dest == phase for t in self.spec.transitions_from(phase)
+        ):
+            raise RuntimeError(f"guard {guard!r} leads nowhere from phase {phase!r}")
+        if expect is not None and cur.phase != expect:  # a spec/graph mismatch: never continue
+            raise RuntimeError(f"phase machine moved to {cur.phase!r}, expected {expect!r}")
+        return cur.phase
 
 
 def _named(guard: str):

@@ -728,8 +728,11 @@ def _check_controller(tbl: dict[str, Any], metrics: set[str]) -> list[tuple[tupl
     """A phase's `controller` table: a PID-Lagrangian controller on the penalty scale."""
     from curriculum.controllers import ControllerConfigError
 
-    if tbl.get("type", "pid") != "pid":
-        return [(("type",), f"unknown controller type {tbl.get('type')!r}; expected 'pid'")]
+    from curriculum.controllers import CONTROLLER_KINDS
+
+    kind = tbl.get("type", "pid")
+    if kind not in CONTROLLER_KINDS:
+        return [(("type",), f"unknown controller type {kind!r}; expected {one_of(CONTROLLER_KINDS)}{suggest(str(kind), CONTROLLER_KINDS)}")]
     m = tbl.get("metric")
     if not isinstance(m, str):
         return [(("metric",), "expected the name of the metric to hold at `target`, e.g. \"hallucination_rate\"")]
@@ -748,7 +751,7 @@ def _check_controller(tbl: dict[str, Any], metrics: set[str]) -> list[tuple[tupl
 
 
 def pid_config_from_table(tbl: dict[str, Any]):
-    """PIDConfig from a phase's controller table (type/metric/window are the engine's keys)."""
-    from curriculum.controllers import pid_config
+    """The config of a phase's controller table, by its kind (type/metric/window are the core's keys)."""
+    from curriculum.controllers import CONTROLLER_KINDS
 
-    return pid_config({k: v for k, v in tbl.items() if k not in ("type", "metric", "window")})
+    return CONTROLLER_KINDS[tbl.get("type", "pid")].config(tbl)

@@ -29,32 +29,57 @@ _EMPTY = np.empty(0, dtype=np.float64)
 _EMPTY.setflags(write=False)
 
 
-class _Ring:
-    """Fixed-capacity float buffer; the last n values are always one contiguous slice.
+class _Buf:
+    """Storage shared by the snapshots of one ring; ``filled`` slots have been written."""
 
-    Every value is written twice (at i and i + capacity) so ``buf[end - n : end]`` is the
-    last n values in order without wrapping logic.
+    __slots__ = ("a", "filled")
+
+    def __init__(self, size: int) -> None:
+        self.a = np.empty(size, dtype=np.float64)
+        self.filled = 0
+
+
+class _Ring:
+    """A persistent fixed-capacity float window: ``pushed`` returns a new ring and never changes
+    what an existing ring reads.
+
+    Values are appended into a buffer twice the capacity; a ring is the slice
+    ``buf[start:end]`` (at most ``cap`` values).  Only the ring at the buffer's written end may
+    append in place (a slot is written once per buffer); any other ring, or a full buffer,
+    copies its last values into a fresh buffer.  So a kept snapshot (an earlier curriculum
+    state, a fork) always reads what it read when it was made, and a linear run of pushes costs
+    O(1) amortised.
     """
 
-    __slots__ = ("cap", "buf", "n")
+    __slots__ = ("cap", "buf", "start", "end", "n")
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, buf: _Buf | None = None, start: int = 0, end: int = 0, n: int = 0) -> None:
         self.cap = cap
-        self.buf = np.empty(2 * cap, dtype=np.float64)
-        self.n = 0  # values pushed in total (not capped)
+        self.buf = buf
+        self.start = start
+        self.end = end
+        self.n = n  # values pushed in total (not capped)
 
-    def push(self, v: float) -> None:
-        i = self.n % self.cap
-        self.buf[i] = v
-        self.buf[i + self.cap] = v
-        self.n += 1
+    def pushed(self, v: float) -> "_Ring":
+        b = self.buf
+        if b is not None and self.end == b.filled and self.end < len(b.a):
+            b.a[self.end] = v
+            b.filled += 1
+            end = self.end + 1
+            return _Ring(self.cap, b, max(self.start, end - self.cap), end, self.n + 1)
+        keep = self.last(self.cap - 1)
+        nb = _Buf(2 * self.cap)
+        k = len(keep)
+        nb.a[:k] = keep
+        nb.a[k] = v
+        nb.filled = k + 1
+        return _Ring(self.cap, nb, 0, k + 1, self.n + 1)
 
     def last(self, k: int) -> np.ndarray:
-        k = min(k, self.n, self.cap)
-        if k <= 0:
+        k = min(k, self.end - self.start)
+        if k <= 0 or self.buf is None:
             return _EMPTY
-        end = (self.n - 1) % self.cap + self.cap + 1
-        return self.buf[end - k : end].copy()
+        return self.buf.a[self.end - k : self.end].copy()
 
     def values(self) -> np.ndarray:
         return self.last(self.cap)
@@ -161,8 +186,10 @@ class MetricHistory:
         if not isinstance(name, str) or not name:
             raise ValueError("phase name must be a non-empty string")
         if self._phase is not None:
-            self._finished.pop(self._phase, None)  # re-insert so order = recency
-            self._finished[self._phase] = {m: r.values() for m, r in self._current.items()}
+            finished = dict(self._finished)  # a new mapping: snapshots taken earlier keep theirs
+            finished.pop(self._phase, None)  # re-insert so order = recency
+            finished[self._phase] = {m: r.values() for m, r in self._current.items()}
+            self._finished = finished
             self._previous = self._phase
         self._phase = name
         self._current = {}
@@ -170,17 +197,38 @@ class MetricHistory:
 
     def push(self, metrics: Mapping[str, float]) -> None:
         """Record one training step's metrics (non-numeric values are stored as NaN)."""
-        cur = self._current
+        cur = dict(self._current)  # a new mapping: snapshots taken earlier keep theirs
         for name, value in metrics.items():
             ring = cur.get(name)
             if ring is None:
-                ring = cur[name] = _Ring(self._caps.get(name, self._default))
+                ring = _Ring(self._caps.get(name, self._default))
             try:
                 v = float(value)
             except (TypeError, ValueError):
                 v = math.nan
-            ring.push(v)
+            cur[name] = ring.pushed(v)
+        self._current = cur
         self._phase_step += 1
+
+    # -- pure variants (curriculum/core.py): a new history, this one unchanged ------------
+    def _copy(self) -> "MetricHistory":
+        h = object.__new__(MetricHistory)
+        h._default, h._caps, h._capacity = self._default, self._caps, self._capacity
+        h._current, h._finished = self._current, self._finished
+        h._phase, h._previous, h._phase_step = self._phase, self._previous, self._phase_step
+        return h
+
+    def pushed(self, metrics: Mapping[str, float]) -> "MetricHistory":
+        """This history with one more step (this one is left as it was)."""
+        h = self._copy()
+        h.push(metrics)
+        return h
+
+    def begun(self, name: str) -> "MetricHistory":
+        """This history with phase ``name`` begun (this one is left as it was)."""
+        h = self._copy()
+        h.begin_phase(name)
+        return h
 
     # -- reading ------------------------------------------------------------------------
     def window(self, metric: str, n: int) -> np.ndarray:
@@ -237,10 +285,9 @@ class MetricHistory:
         for m, entry in d.get("current", {}).items():
             cap = h.capacity_of(m)
             vals = _unpack(entry["values"])[-cap:]
-            ring = _Ring(cap)
-            ring.n = max(0, int(entry.get("reported", len(vals))) - len(vals))
+            ring = _Ring(cap, n=max(0, int(entry.get("reported", len(vals))) - len(vals)))
             for v in vals.tolist():
-                ring.push(v)
+                ring = ring.pushed(v)
             h._current[m] = ring
         for p, tails in d.get("finished", {}).items():
             h._finished[p] = {m: _unpack(vals)[-h.capacity_of(m) :] for m, vals in tails.items()}

@@ -128,7 +128,9 @@ def test_an_unvalidated_name_still_cannot_write_outside_the_run_directory(tmp_pa
     spec.write_text(mini())
     rd = tmp_path / "deep" / "er" / "run"
     eng = Engine.create(load_spec(spec), rd, console=False, progress=False)
-    eng.state.phase = "x/../../../../ESCAPED"
+    import dataclasses
+
+    eng.cs = dataclasses.replace(eng.cs, phase="x/../../../../ESCAPED")  # where the run is: the core's state
     with pytest.raises(RunDirError, match="refusing to write outside the run directory"):
         eng._checkpoint(periodic=False)
     assert list(tmp_path.rglob("*ESCAPED*")) == []
