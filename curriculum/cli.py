@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from curriculum.spec import load_spec, read_toml
+    from curriculum.spec import load_spec
 
     if args.cmd == "validate":
         spec = load_spec(args.spec, profile=args.profile, overrides=args.overrides)

@@ -17,15 +17,8 @@ from pathlib import Path
 from typing import Sequence
 
 from curriculum.errors import RunDirError
-from curriculum.report import (
-    EVAL_RATES,
-    END_PHASE,
-    Interval,
-    RunData,
-    _diff_interval,
-    _phase_colour,
-    load_run,
-)
+from curriculum.report.load import END_PHASE, EVAL_RATES, Interval, RunData, _diff_interval, load_run
+from curriculum.report.picture import _phase_colour
 
 MD_NAME = "compare.md"
 PNG_NAME = "compare.png"
