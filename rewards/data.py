@@ -23,6 +23,7 @@ import json
 import random
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -416,7 +417,8 @@ def normalize_type(value: Any) -> str | None:
     return _TYPE_SYNONYMS.get(value.strip().lower().replace("-", "_").replace(" ", "_"))
 
 
-def infer_task_type(reference_answer: str) -> str:
+@lru_cache(maxsize=8192)
+def infer_task_type(reference_answer: str) -> str:  # memoised: references repeat
     """Infer the type from a reference answer: one that reports conflicting information is
     ``conflict``; one that says the information is not present is ``abstain``; else
     ``answerable``.  Tags are stripped first (only the <answer> part is read)."""

@@ -157,6 +157,29 @@ def _best_place(toks: list[str], ctx: NormContext) -> tuple[list[bool], int, int
     return flags, hits[lo][0], hits[hi][0] + n
 
 
+def _may_be_near_verbatim(toks: list[str], ctx: NormContext) -> bool:
+    """Necessary condition for the near-verbatim rule, without locating a place: the words
+    covered by a trigram found *anywhere* in the context leave at most the allowed number of
+    uncovered words, and no longer uncovered run (one place covers no more than that)."""
+    n = len(toks)
+    tri = ctx.trigrams
+    cov = [False] * n
+    for i in range(n - 2):
+        if f"{toks[i]} {toks[i + 1]} {toks[i + 2]}" in tri:
+            cov[i] = cov[i + 1] = cov[i + 2] = True
+    unmatched = run = 0
+    limit = int(n * FUZZY_MAX_UNMATCHED_FRACTION)
+    for c in cov:
+        if c:
+            run = 0
+        else:
+            unmatched += 1
+            run += 1
+            if run > FUZZY_MAX_UNMATCHED_RUN or unmatched > limit:
+                return False
+    return True
+
+
 def span_in_context(span_norm: str, ctx: NormContext, toks: list[str] | None = None) -> bool:
     """Whether one normalised evidence span is a (near-)verbatim copy of one place of the context.
 
@@ -180,16 +203,23 @@ def span_in_context(span_norm: str, ctx: NormContext, toks: list[str] | None = N
         return toks[0] in ctx.unigrams
     if n == 2:
         return f"{toks[0]} {toks[1]}" in ctx.bigrams
-    if len(ctx.token_str) <= _SCAN_MAX_CHARS and (" " + " ".join(toks) + " ") in ctx.token_str:
-        return True
+    small = len(ctx.token_str) <= _SCAN_MAX_CHARS
+    if small:
+        if (" " + " ".join(toks) + " ") in ctx.token_str:
+            return True
+        # not exact: what follows can only accept a near-verbatim copy, so the cheap
+        # necessary conditions come first (the same verdicts, in a different order)
+        if n < FUZZY_MIN_WORDS or not numbers(span_norm) <= ctx.numbers or not _may_be_near_verbatim(toks, ctx):
+            return False
     flags, lo, hi = _best_place(toks, ctx)
-    if all(flags) and hi - lo <= n + 2 and len(ctx.token_str) > _SCAN_MAX_CHARS:
-        # exact through the index (a large context is not scanned)
-        return True
-    if n < FUZZY_MIN_WORDS:
-        return False
-    if not numbers(span_norm) <= ctx.numbers:
-        return False
+    if not small:
+        if all(flags) and hi - lo <= n + 2:
+            # exact through the index (a large context is not scanned)
+            return True
+        if n < FUZZY_MIN_WORDS:
+            return False
+        if not numbers(span_norm) <= ctx.numbers:
+            return False
     unmatched = run = longest = 0
     place = None
     for j, c in enumerate(flags):
@@ -235,10 +265,22 @@ def split_proof_normalized(proof: str) -> tuple[list[str], list[str]]:
     segments: list[str] = []
     for outside in parts[0::2]:
         for line in outside.split(_NLMARK):
-            line = _BULLET_RE.sub("", line).strip()
+            if _may_be_bullet(line):
+                line = _BULLET_RE.sub("", line)
+            line = line.strip()
             if line.strip(" \t.,;:-()[]"):
                 segments.append(line)
     return quoted, segments
+
+
+_BULLET_FIRST = frozenset("-*•·▪–—(0123456789")
+
+
+def _may_be_bullet(line: str) -> bool:
+    """Cheap test before ``_BULLET_RE``: a bullet or numbering starts the (stripped) line with a
+    bullet character, a parenthesis or a digit, or is a letter followed by ``.`` or ``)``."""
+    s = line.lstrip()
+    return bool(s) and (s[0] in _BULLET_FIRST or (len(s) > 1 and s[1] in ".)"))
 
 
 def judge_grounding(proof: str, ctx: NormContext) -> Grounding:
@@ -274,6 +316,21 @@ def judge_grounding(proof: str, ctx: NormContext) -> Grounding:
 
 _WORD_RE = re.compile(r"\w")
 
+# Per-score memos.  The scorer asks several judges about the same answer and proof; these
+# caches are deliberately tiny (a handful of entries) so they only share work *within* one
+# score() call and never across responses (a GRPO completion is new text every time).
+_SCORE_MEMO = 8
+
+
+@lru_cache(maxsize=_SCORE_MEMO)
+def _numbers_of(norm_text: str) -> frozenset[str]:
+    return frozenset(numbers(norm_text))
+
+
+@lru_cache(maxsize=_SCORE_MEMO)
+def _tokens_of(norm_text: str) -> tuple[str, ...]:
+    return tuple(tokens(norm_text))
+
 
 def _has_word(norm_text: str) -> bool:
     return _WORD_RE.search(norm_text) is not None
@@ -286,7 +343,7 @@ def judge_answer_support(answer_norm: str, ctx: NormContext, question_norm: str 
     """No-hallucination component for the answer: every number it states occurs in the context
     (or in the question).  Numbers are compared canonically (``1,000`` == ``1000``,
     ``1.50`` == ``1.5``, ``10⁹`` == ``10^9``)."""
-    nums = numbers(answer_norm)
+    nums = _numbers_of(answer_norm)
     if not nums:
         return True
     return nums <= ctx.numbers or nums <= (ctx.numbers | question_numbers(question_norm))
@@ -337,10 +394,15 @@ def _stem(tok: str) -> str:
 def content_terms(norm_text: str, drop: frozenset[str] = frozenset()) -> set[str]:
     """Stemmed non-stopword word tokens without digits (numbers are compared separately)."""
     out = set()
-    for t in set(tokens(norm_text)):
-        if t in STOPWORDS or t in drop or t.isdigit():
+    cand = set(tokens(norm_text))
+    cand -= STOPWORDS
+    if drop:
+        cand -= drop
+    get = _STEMS.get
+    for t in cand:
+        if t.isdigit():
             continue
-        s = _stem(t)
+        s = get(t) or _stem(t)
         if s not in drop:
             out.add(s)
     return out
@@ -403,7 +465,11 @@ _SCHEDULE_PATTERNS: tuple[tuple[str, str], ...] = (
         (r"\b(?:intravenously|intravenous|iv)\b", " routeiv "),
 )
 #: all of them as one alternation (earlier patterns win), each a named group
-_SCHEDULE_RE = re.compile("|".join(f"(?P<g{i}>{pat})" for i, (pat, _) in enumerate(_SCHEDULE_PATTERNS)))
+# (every pattern starts a word with one of these letters: the lookahead rejects other positions
+# before the alternation is tried, several times faster on long answers, same matches)
+_SCHEDULE_RE = re.compile(
+    "(?=[t23beqowdpi])(?<!\\w)(?:" + "|".join(f"(?P<g{i}>{pat})" for i, (pat, _) in enumerate(_SCHEDULE_PATTERNS)) + ")"
+)
 _SCHEDULE_TOKENS = {f"g{i}": tok for i, (_, tok) in enumerate(_SCHEDULE_PATTERNS)}
 _SCHEDULE_KEYS = ("week", "day", "daily", "tiw", "biw", "qw", "q2w", "q3w", "bid", "tid", "qd", "oral", "po", "iv", "intraven", "mouth")
 
@@ -490,7 +556,7 @@ def judge_correct(answer_norm: str, expected_norm: str, question_norm: str = "")
     headline = _headline(expected_norm)
     ref_nums, ref_all_terms, _ = _reference_facts(expected_norm)
     head_nums, head_terms, ref_neg = _reference_facts(headline)
-    ans_nums = numbers(answer_norm)
+    ans_nums = _numbers_of(answer_norm)
     asks = _asks_quantity(question_norm)
     if asks:
         if not head_nums <= ans_nums:
@@ -623,6 +689,7 @@ def _has_any(text: str, keys: tuple[str, ...]) -> bool:
     return False
 
 
+@lru_cache(maxsize=2 * _SCORE_MEMO)
 def judge_abstention(answer_norm: str) -> bool:
     """The answer says the context does not contain what was asked (phrase family in docs)."""
     return any(_has_any(answer_norm, keys) and r.search(answer_norm) is not None for keys, r in zip(_ABSTAIN_KEYS, _ABSTAIN_RES))
@@ -715,18 +782,23 @@ def judge_consistency(
     conflict report), its words name the asked topic rather than claim a fact, so only its
     numbers are checked.  An answer with no numbers and no key terms is consistent.
     """
-    a_nums = numbers(answer_norm)
-    if a_nums and not a_nums <= (numbers(proof_norm) | question_numbers(question_norm)):
+    a_nums = _numbers_of(answer_norm)
+    if a_nums and not a_nums <= (_numbers_of(proof_norm) | question_numbers(question_norm)):
         return False
     if about_context:
         return True
-    drop = META_WORDS | question_terms(question_norm)
-    a_terms = content_terms(answer_norm, drop)
+    a_terms = content_terms(answer_norm, _consistency_drop(question_norm))
     if not a_terms:
         return True
     p_toks = proof_tokens if proof_tokens is not None else set(tokens(proof_norm))
-    hits = sum(1 for t in a_terms if _term_in(t, p_toks))
+    direct = a_terms & p_toks
+    hits = len(direct) + sum(1 for t in a_terms - direct if _term_in(t, p_toks))
     return hits >= CONSISTENCY_TERM_RECALL * len(a_terms)
+
+
+@lru_cache(maxsize=8192)
+def _consistency_drop(question_norm: str) -> frozenset[str]:
+    return META_WORDS | question_terms(question_norm)
 
 
 # --------------------------------------------------------------------------- claims beyond numbers
@@ -762,12 +834,18 @@ def _direction(tok: str) -> str | None:
     return d
 
 
-def _directions(toks: list[str]) -> list[tuple[int, str]]:
+_ALL_DIRECTION_PREFIXES = tuple(p for ps in _DIRECTION_PREFIXES.values() for p in ps)
+
+
+def _directions(toks: list[str] | tuple[str, ...]) -> list[tuple[int, str]]:
     """(position, direction) of each direction word not negated by one of the 3 words before."""
     out = []
+    starts = _ALL_DIRECTION_PREFIXES
     for i, t in enumerate(toks):
+        if not t.startswith(starts):
+            continue
         d = _direction(t)
-        if d is not None and not any(w in _NEG_CUES for w in toks[max(0, i - 3) : i]):
+        if d is not None and _NEG_CUES.isdisjoint(toks[max(0, i - 3) : i]):
             out.append((i, d))
     return out
 
@@ -798,7 +876,7 @@ def judge_direction(answer_norm: str, ctx: NormContext) -> list[str]:
     glioma and DIPG name the same thing).  The claim is contradicted when the context
     sentences that mention the subject state only the opposite direction.  Returns the
     contradicted claims (normalised snippets), [] when none."""
-    toks = tokens(answer_norm)
+    toks = _tokens_of(answer_norm)
     dirs = _directions(toks)
     if not dirs:
         return []
@@ -807,7 +885,7 @@ def judge_direction(answer_norm: str, ctx: NormContext) -> list[str]:
     for i, d in dirs:
         subj = set()
         # "resolution of headache": the subject follows; "the disease is progressing": it precedes
-        near = toks[i + 1 : i + 5] if toks[i + 1 : i + 2] in (["of"], ["in"]) else toks[max(0, i - 3) : i] + toks[i + 1 : i + 4]
+        near = toks[i + 1 : i + 5] if toks[i + 1 : i + 2] in (("of",), ("in",)) else toks[max(0, i - 3) : i] + toks[i + 1 : i + 4]
         for w in near:
             if w in STOPWORDS or w in META_WORDS or w.isdigit() or _direction(w) is not None:
                 continue
@@ -849,13 +927,15 @@ def judge_strength_claims(answer_norm: str, ctx: NormContext, question_norm: str
     question supports ("the absence of FDA-approved agents" does not support "approved").
     A strength word negated just before it ("not approved") is not a claim.  Returns the
     unsupported words."""
-    toks = tokens(answer_norm)
+    toks = _tokens_of(answer_norm)
+    if _STRENGTH_TERMS.keys().isdisjoint(toks):
+        return []
     found = [
         (i, t) for i, t in enumerate(toks) if t in _STRENGTH_TERMS and not any(w in _NEG_CUES for w in toks[max(0, i - 3) : i])
     ]
     if not found:
         return []
-    support = _affirmed_tokens(ctx.sentences) | _affirmed_tokens(tuple(frozenset(tokens(q)) for q in _split_sentences(question_norm)))
+    support = _affirmed_tokens(ctx.sentences) | _question_affirmed(question_norm)
     return [t for _, t in found if not (_STRENGTH_TERMS[t] & support)]
 
 
@@ -867,6 +947,11 @@ def _affirmed_tokens(sents: tuple[frozenset[str], ...]) -> frozenset[str]:
         if not (s & _NEG_CUES):
             out |= s
     return frozenset(out)
+
+
+@lru_cache(maxsize=8192)
+def _question_affirmed(question_norm: str) -> frozenset[str]:
+    return _affirmed_tokens(tuple(frozenset(tokens(q)) for q in _split_sentences(question_norm)))
 
 
 def _split_sentences(norm_text: str) -> list[str]:

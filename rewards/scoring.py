@@ -189,7 +189,7 @@ def score(response: str, item: Item, preset: Mapping[str, float]) -> Verdict:
         flags["refusal"] = judge_refusal(normalize(_refusal_candidate(response)))
         keys = ["format_mismatch_penalty"] + (["incorrect_answer_penalty"] if flags["refusal"] else [])
         detail: dict[str, Any] = {"format_error": parsed.error, "judged": False}
-        lenient = parse_lenient(response)
+        lenient = parse_lenient(response, parsed)
         if lenient.proof or lenient.answer:
             c, d = _judge_content(lenient, item)
             detail.update(d, judged=True)
