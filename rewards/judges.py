@@ -137,18 +137,23 @@ def _best_place(toks: list[str], ctx: NormContext) -> tuple[list[bool], int, int
     covered = sum(base)
     best = (-1, 0, 0)
     left = 0
+    best_covered = -1
     for right, (d, i) in enumerate(hits):
-        for j in (i, i + 1, i + 2):
-            cnt[j] += 1
-            if cnt[j] == 1 and not base[j]:
+        for j in range(i, i + 3):
+            c = cnt[j]
+            cnt[j] = c + 1
+            if c == 0 and not base[j]:
                 covered += 1
         while d - hits[left][0] > FUZZY_MAX_SKIP:
-            for j in (hits[left][1], hits[left][1] + 1, hits[left][1] + 2):
-                cnt[j] -= 1
-                if cnt[j] == 0 and not base[j]:
+            k = hits[left][1]
+            for j in range(k, k + 3):
+                c = cnt[j] - 1
+                cnt[j] = c
+                if c == 0 and not base[j]:
                     covered -= 1
             left += 1
-        if covered > best[0]:
+        if covered > best_covered:
+            best_covered = covered
             best = (covered, left, right)
     _, lo, hi = best
     flags = base[:]
@@ -682,6 +687,10 @@ _REFUSAL_KEYS = (
 )
 
 
+_ABSTAIN_PAIRS = tuple(zip(_ABSTAIN_KEYS, _ABSTAIN_RES))
+_REFUSAL_PAIRS = tuple(zip(_REFUSAL_KEYS, _REFUSAL_RES))
+
+
 def _has_any(text: str, keys: tuple[str, ...]) -> bool:
     for k in keys:
         if k in text:
@@ -690,9 +699,21 @@ def _has_any(text: str, keys: tuple[str, ...]) -> bool:
 
 
 @lru_cache(maxsize=2 * _SCORE_MEMO)
+def _any_pattern(text: str, pairs: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...]) -> bool:
+    """Whether one of the (keywords, pattern) pairs matches; a pattern is tried only when one
+    of its keywords is present."""
+    for keys, r in pairs:
+        for k in keys:
+            if k in text:
+                if r.search(text) is not None:
+                    return True
+                break
+    return False
+
+
 def judge_abstention(answer_norm: str) -> bool:
     """The answer says the context does not contain what was asked (phrase family in docs)."""
-    return any(_has_any(answer_norm, keys) and r.search(answer_norm) is not None for keys, r in zip(_ABSTAIN_KEYS, _ABSTAIN_RES))
+    return _any_pattern(answer_norm, _ABSTAIN_PAIRS)
 
 
 def judge_on_topic(answer_norm: str, question_norm: str) -> bool:
@@ -724,7 +745,7 @@ def judge_conflict(answer_norm: str) -> bool:
 
 def has_refusal_boilerplate(answer_norm: str) -> bool:
     """Refusal boilerplate anywhere in the text (see :func:`judge_refusal`)."""
-    return any(_has_any(answer_norm, keys) and r.search(answer_norm) for keys, r in zip(_REFUSAL_KEYS, _REFUSAL_RES))
+    return _any_pattern(answer_norm, _REFUSAL_PAIRS)
 
 
 #: A canned refusal is short: longer answers are never treated as one.

@@ -73,8 +73,24 @@ def normalize(text: str) -> str:
         if ch in text:
             text = text.replace(" " + ch, ch).replace(ch + " ", ch)
     if "^" in text:
-        text = _LETTER_POWER_RE.sub(r"\1\2", text)
+        text = _drop_letter_powers(text)
     return text
+
+
+_LETTER_RE = re.compile(r"[^\W\d_]")
+_DIGIT_RE = re.compile(r"\d")
+
+
+def _drop_letter_powers(text: str) -> str:
+    """``_LETTER_POWER_RE.sub(r"\1\2", text)`` (``m^2`` -> ``m2``), done per caret: the regex
+    scans every position of the text, while carets are rare."""
+    parts = text.split("^")
+    out = [parts[0]]
+    for prev, nxt in zip(parts, parts[1:]):
+        if not (prev and nxt and _LETTER_RE.match(prev[-1]) and _DIGIT_RE.match(nxt[0])):
+            out.append("^")
+        out.append(nxt)
+    return "".join(out)
 
 
 @lru_cache(maxsize=8192)
@@ -116,6 +132,8 @@ def canonical_number(raw: str) -> str:
 def numbers(norm_text: str) -> set[str]:
     """Canonical numbers appearing in already-normalised text.  Digits glued to a preceding
     letter are part of a name (``onc201``, ``h3``, ``k27m``) and are compared as words."""
+    if _DIGIT_RE.search(norm_text) is None:  # most pieces of text have no digit at all
+        return set()
     return {canonical_number(m) for m in _NUMBER_RE.findall(norm_text)}
 
 

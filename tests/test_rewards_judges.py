@@ -296,3 +296,28 @@ def test_right_drug_without_an_unasked_dose_is_correct():
     assert not judge_correct(N("Start everolimus as the next therapy."), ref, q)
     # when the question asks for the dose, the dose is required
     assert not judge_correct(N("Start panobinostat as the next therapy."), ref, N("What panobinostat dose should be given?"))
+
+
+def test_schedule_pattern_first_letter_filter_finds_what_the_plain_alternation_finds():
+    # the schedule regex rejects positions by first letter; it must match exactly where the
+    # plain alternation of the schedule patterns matches
+    import re
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from rewards.judges import _SCHEDULE_PATTERNS, _SCHEDULE_RE
+
+    plain = re.compile("|".join(f"(?P<g{i}>{pat})" for i, (pat, _) in enumerate(_SCHEDULE_PATTERNS)))
+    words = ["once", "twice", "a", "week", "weekly", "daily", "every", "other", "2", "3", "times", "day", "iv", "po",
+             "orally", "by", "mouth", "bid", "q2w", "x", "give", "oral", "-", "3x", "biweekly", "per"]
+
+    @settings(max_examples=1500, deadline=None)
+    @given(st.lists(st.sampled_from(words), max_size=8), st.sampled_from(["", " ", "-"]))
+    def check(ws, sep):
+        text = (sep or " ").join(ws)
+        assert [(m.span(), m.lastgroup) for m in _SCHEDULE_RE.finditer(text)] == [
+            (m.span(), m.lastgroup) for m in plain.finditer(text)
+        ]
+
+    check()
