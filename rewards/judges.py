@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from .parse import Parsed
-from .text import NormContext, normalize, numbers, tokens, unify_double_quotes
+from .text import NormContext, merge_variant_names, normalize, numbers, tokens, unify_double_quotes
 
 # --------------------------------------------------------------------------- format
 
@@ -46,6 +46,13 @@ ATTRIBUTION_WORDS = frozenset(
 _CITATION_WORDS = frozenset(
     "report reports note notes consult consultation summary letter record records context text sheet log form chart".split()
 )
+#: First word of a parenthesised note on what a quote shows ("(Provides imaging details)",
+#: "(Lists the drugs and dosing)"): a comment on the evidence, not a claim about the patient.
+_ANNOTATION_VERBS = frozenset(
+    """provides provide details detail lists list shows show describes describe gives give supports support
+    confirms confirm indicates indicate explains explain summarizes summarises summarize establishes
+    establish documents document identifies identify specifies specify relevant""".split()
+)
 _CONNECTIVES = frozenset({"and", "or", "also", "plus", "then", "while", "but", "whereas", "vs", "versus"})
 
 
@@ -68,14 +75,18 @@ class Grounding:
 
 def _is_leadin(raw_segment: str, norm_segment: str, toks: list[str]) -> bool:
     """Short source attribution next to quotes: at most 6 words, no digits, and either made
-    only of attribution words ("The context states:", "and") or a parenthesised citation
-    ending in a source word ("(pathology report)").  Anything else is a claim."""
+    only of attribution words ("The context states:", "and"), a parenthesised citation
+    ending in a source word ("(pathology report)") or a parenthesised note starting with a
+    verb about the evidence ("(Provides imaging details)").  Anything else is a claim."""
     if len(toks) > 6 or any(ch.isdigit() for ch in norm_segment):
         return False
     if all(t in ATTRIBUTION_WORDS or t in _CONNECTIVES for t in toks):
         return True
     seg = raw_segment.strip().rstrip(".,;")
-    return seg.startswith("(") and seg.endswith(")") and toks[-1] in _CITATION_WORDS
+    if not (seg.startswith("(") and seg.endswith(")")):
+        return False
+    # "(pathology report)": a citation; "(Provides imaging details)": a note on what the quote shows
+    return toks[-1] in _CITATION_WORDS or toks[0] in _ANNOTATION_VERBS
 
 
 def split_proof(proof: str) -> tuple[list[str], list[str]]:
@@ -172,6 +183,7 @@ def _may_be_near_verbatim(toks: list[str], ctx: NormContext) -> bool:
     for i in range(n - 2):
         if f"{toks[i]} {toks[i + 1]} {toks[i + 2]}" in tri:
             cov[i] = cov[i + 1] = cov[i + 2] = True
+    cov[0] = cov[1] = True  # a reworded opening of up to 2 words is allowed (see span_in_context)
     unmatched = run = 0
     limit = int(n * FUZZY_MAX_UNMATCHED_FRACTION)
     for c in cov:
@@ -199,8 +211,7 @@ def span_in_context(span_norm: str, ctx: NormContext, toks: list[str] | None = N
     function word inside a long quote passes; a stitched "mosaic" of trigrams from different
     sentences, a drug or gene swapped for one named elsewhere, or an invented clause do not.
     """
-    if toks is None:
-        toks = tokens(span_norm)
+    toks = merge_variant_names(tokens(span_norm) if toks is None else toks)
     if not toks:
         return True
     n = len(toks)
@@ -226,9 +237,15 @@ def span_in_context(span_norm: str, ctx: NormContext, toks: list[str] | None = N
         if not numbers(span_norm) <= ctx.numbers:
             return False
     unmatched = run = longest = 0
+    lead = True  # still in the quote's opening words
     place = None
     for j, c in enumerate(flags):
         if c:
+            if lead:
+                # a reworded opening of at most 2 words is not counted, unless it changes a number
+                if not any(ch.isdigit() for w in toks[:run] for ch in w):
+                    unmatched -= run
+                lead = False
             run = 0
             continue
         unmatched += 1
@@ -238,8 +255,8 @@ def span_in_context(span_norm: str, ctx: NormContext, toks: list[str] | None = N
         if w in STOPWORDS:
             continue
         if place is None:
-            place = set(ctx.toks[max(0, lo - 2) : hi + 2])
-        if w not in place:
+            place = {_stem(t) for t in ctx.toks[max(0, lo - 2) : hi + 2]}
+        if _stem(w) not in place:  # a re-inflected word ("gliomas" for "glioma") is the same word
             return False
     return unmatched <= int(n * FUZZY_MAX_UNMATCHED_FRACTION) and longest <= FUZZY_MAX_UNMATCHED_RUN
 
@@ -288,15 +305,19 @@ def _may_be_bullet(line: str) -> bool:
     return bool(s) and (s[0] in _BULLET_FIRST or (len(s) > 1 and s[1] in ".)"))
 
 
-def judge_grounding(proof: str, ctx: NormContext) -> Grounding:
+def judge_grounding(proof: str, ctx: NormContext, cut_off: bool = False) -> Grounding:
     """Grounding component: every piece of evidence in the proof must come from the context.
 
     Each quoted fragment must pass :func:`span_in_context`.  Text outside quotes is allowed only
     as a short source attribution (see ``_is_leadin``); any other unquoted line is itself
     evidence and must pass :func:`span_in_context` -- so an invented sentence placed next to a
-    long real quote fails.
+    long real quote fails.  ``cut_off``: the proof is a cut-off generation; then an unclosed
+    final quote shorter than ``FUZZY_MIN_WORDS`` words is a stub too short to check and is
+    not judged (a longer one is checked as it stands: a truncated copy is still a copy).
     """
     quoted, segments = split_proof_normalized(proof)
+    if cut_off and quoted and unify_double_quotes(proof).count('"') % 2 == 1 and len(tokens(quoted[-1])) < FUZZY_MIN_WORDS:
+        quoted = quoted[:-1]
     n = 0
     bad: list[str] = []
     all_toks: set[str] = set()
@@ -623,6 +644,14 @@ _ABSTAIN_RES = (
         r"\b(?:diagnosis|grade|type|classification|dose|dosing|regimen|plan|location|subtype|prognosis|answer) "
         r"(?:is|remains|are) (?:uncertain|unclear|unknown|ambiguous|undetermined|not known|not clear)\b"
     ),
+    # "makes it impossible to determine the exact tumor type": declining, like "cannot be determined"
+    re.compile(r"\b(?:impossible|not possible) to (?:\w+ly )?(?:determine|establish|ascertain|confirm)\b"),
+    # "The provided text describes X ... but does not offer a diagnosis": the source is the subject
+    re.compile(
+        r"\b(?:the|this) (?:provided |given |available )?" + _SRC + r"s? [^.;:!?]{0,200}?\b(?:but|and|yet) "
+        r"(?:does not|doesnt|do not|dont) (?:\w+ ){0,2}?(?:contain|include|mention|report|state|specify|provide|"
+        r"give|offer|describe|discuss|address|list|document)\b"
+    ),
 )
 _CONFLICT_RE = re.compile(
     r"\b(?:conflict\w*|contradict\w*|inconsisten\w*|discrepan\w*|disagree\w*|(?:do|does) not agree|"
@@ -667,6 +696,8 @@ _ABSTAIN_KEYS = (
     ("enough", "sufficient", "adequate"),
     ("no ",),
     ("uncertain", "unclear", "unknown", "ambiguous", "undetermined", "not known", "not clear"),
+    ("possible",),
+    ("does not", "doesnt", "do not", "dont"),
 )
 _CONFLICT_KEYS = ("conflict", "contradict", "inconsisten", "discrepan", "disagree", "agree", "differ", "match", "align")
 #: Words naming a source: "X is inconsistent with Y" reports a conflict only between sources
@@ -1003,7 +1034,7 @@ def _abstention_topics(sent: str) -> list[str]:
     "X is not reported in the context" -> X)."""
     out = []
     for k, r in zip(range(len(_ABSTAIN_RES)), _ABSTAIN_RES):
-        if k == 3:  # "cannot be determined": about inference, not about what is mentioned
+        if k in (3, 9):  # "cannot be / impossible to determine": inference, not what is mentioned
             continue
         m = r.search(sent)
         if m is None:
@@ -1017,6 +1048,12 @@ def _abstention_topics(sent: str) -> list[str]:
             topic = sent[m.end() :]
             cut = _TOPIC_END_RE.search(topic)
             if cut:
+                after = topic[cut.start() :].lstrip(", ")
+                if after.startswith("such as "):
+                    # "does not contain X, such as Y": the examples Y are said to be missing too
+                    rest = after[8:]
+                    end = _TOPIC_END_RE.search(rest)
+                    out.append(rest[: end.start()] if end else rest)
                 topic = topic[: cut.start()]
         out.append(topic)
     return out

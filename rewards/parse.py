@@ -18,6 +18,7 @@ class Parsed:
     proof: str = ""
     answer: str = ""
     error: str = ""  # "" when ok; otherwise a short machine-readable reason
+    proof_cut: bool = False  # (lenient parse) the proof ran unclosed to the end: a cut-off generation
 
 
 def parse_response(text: str) -> Parsed:
@@ -111,10 +112,10 @@ def parse_lenient(text: str, strict: Parsed | None = None) -> Parsed:
         strict = parse_response(text)
     if strict.ok or not isinstance(text, str) or len(text) > MAX_RESPONSE_CHARS:
         return Parsed(False, error=strict.error or "not_malformed")
-    proof, cut = _section(text, "proof")
-    if cut:
+    proof, proof_cut = _section(text, "proof")
+    if proof_cut:
         proof = _drop_partial_word(proof)
     answer, cut = _section(text, "answer")
     if cut:
         answer = _drop_partial_word(answer)
-    return Parsed(False, proof=proof.strip(), answer=answer.strip(), error=strict.error)
+    return Parsed(False, proof=proof.strip(), answer=answer.strip(), error=strict.error, proof_cut=proof_cut)

@@ -131,7 +131,7 @@ def _judge_content(parsed: Parsed, item: Item) -> tuple[dict[str, Any], dict[str
     conflict = judge_conflict(answer)
     ctx = prepare_context(item.context)
     question = normalize_cached(item.question)
-    grounding = judge_grounding(parsed.proof, ctx)
+    grounding = judge_grounding(parsed.proof, ctx, parsed.proof_cut)
     claims = unsupported_claims(answer, ctx, question) if answer else []
     supported = judge_answer_support(answer, ctx, question) and not claims
     on_topic = abstained and judge_on_topic(answer, question)

@@ -175,11 +175,34 @@ def sentences(norm_text: str) -> list[str]:
     return [s for s in _SENT_SPLIT_RE.split(norm_text) if s]
 
 
+def _is_variant(tok: str) -> bool:
+    """A protein-change token such as ``k27m``, ``g328v``, ``v600e``: letter, digits, letter."""
+    return len(tok) >= 3 and tok[0].isalpha() and tok[-1].isalpha() and tok[1:-1].isdigit()
+
+
+def merge_variant_names(toks: list[str]) -> list[str]:
+    """Join a gene or histone name ending in a digit and the protein change after it into one
+    token (``h3 k27m`` -> ``h3k27m``, ``acvr1 g328v`` -> ``acvr1g328v``), so that "H3K27M",
+    "H3 K27M" and "H3-K27M" are the same words when quotes are compared with the context."""
+    out: list[str] = []
+    i, n = 0, len(toks)
+    while i < n:
+        t = toks[i]
+        if i + 1 < n and t[-1].isdigit() and t[0].isalpha() and _is_variant(toks[i + 1]):
+            out.append(t + toks[i + 1])
+            i += 2
+        else:
+            out.append(t)
+            i += 1
+    return out
+
+
 @lru_cache(maxsize=4096)
 def prepare_context(context: str) -> NormContext:
-    """Normalise a context once; cached per context string (contexts repeat across a group)."""
+    """Normalise a context once; cached per context string (contexts repeat across a group).
+    Its word tokens for quote checks have variant names merged (``merge_variant_names``)."""
     norm = normalize(context)
-    toks = tokens(norm)
+    toks = merge_variant_names(tokens(norm))
     pos: dict[str, list[int]] = {}
     for i in range(len(toks) - 2):
         t = f"{toks[i]} {toks[i + 1]} {toks[i + 2]}"
