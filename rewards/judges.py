@@ -211,7 +211,7 @@ def span_in_context(span_norm: str, ctx: NormContext, toks: list[str] | None = N
     function word inside a long quote passes; a stitched "mosaic" of trigrams from different
     sentences, a drug or gene swapped for one named elsewhere, or an invented clause do not.
     """
-    toks = merge_variant_names(tokens(span_norm) if toks is None else toks)
+    toks = merge_variant_names(tokens(span_norm) if toks is None else toks, span_norm)
     if not toks:
         return True
     n = len(toks)
@@ -280,7 +280,8 @@ def split_proof_normalized(proof: str) -> tuple[list[str], list[str]]:
     for q in parts[1::2]:
         if _NLMARK in q:
             q = " ".join(q.replace(_NLMARK, " ").split())
-        for f in _ELLIPSIS_RE.split(q):
+        # (normalisation turned every ellipsis character into "...")
+        for f in _ELLIPSIS_RE.split(q) if "..." in q else (q,):
             f = f.strip()
             if f:
                 quoted.append(f)
@@ -419,19 +420,20 @@ def _stem(tok: str) -> str:
 
 def content_terms(norm_text: str, drop: frozenset[str] = frozenset()) -> set[str]:
     """Stemmed non-stopword word tokens without digits (numbers are compared separately)."""
-    out = set()
+    m = _term_map(norm_text)
+    if not drop:
+        return set(m.values())
+    return {s for t, s in m.items() if t not in drop and s not in drop}
+
+
+@lru_cache(maxsize=_SCORE_MEMO)
+def _term_map(norm_text: str) -> dict[str, str]:
+    """token -> stem for the non-stopword, non-digit tokens of a text (per-score memo: the
+    answer's terms are asked for with several ``drop`` sets)."""
     cand = set(tokens(norm_text))
     cand -= STOPWORDS
-    if drop:
-        cand -= drop
     get = _STEMS.get
-    for t in cand:
-        if t.isdigit():
-            continue
-        s = get(t) or _stem(t)
-        if s not in drop:
-            out.add(s)
-    return out
+    return {t: get(t) or _stem(t) for t in cand if not t.isdigit()}
 
 
 def _term_in(term: str, toks: set[str]) -> bool:

@@ -180,10 +180,18 @@ def _is_variant(tok: str) -> bool:
     return len(tok) >= 3 and tok[0].isalpha() and tok[-1].isalpha() and tok[1:-1].isdigit()
 
 
-def merge_variant_names(toks: list[str]) -> list[str]:
+#: cheap test on text: a digit, a separator, then letter + digit (``h3 k27m``); without it no
+#: pair of tokens can be merged by ``merge_variant_names``
+_VARIANT_PAIR_RE = re.compile(r"\d\W+[^\W\d_]\d")
+
+
+def merge_variant_names(toks: list[str], text: str | None = None) -> list[str]:
     """Join a gene or histone name ending in a digit and the protein change after it into one
     token (``h3 k27m`` -> ``h3k27m``, ``acvr1 g328v`` -> ``acvr1g328v``), so that "H3K27M",
-    "H3 K27M" and "H3-K27M" are the same words when quotes are compared with the context."""
+    "H3 K27M" and "H3-K27M" are the same words when quotes are compared with the context.
+    ``text``: the normalised text the tokens come from, for a quick test first."""
+    if text is not None and _VARIANT_PAIR_RE.search(text) is None:
+        return toks
     out: list[str] = []
     i, n = 0, len(toks)
     while i < n:
@@ -202,7 +210,7 @@ def prepare_context(context: str) -> NormContext:
     """Normalise a context once; cached per context string (contexts repeat across a group).
     Its word tokens for quote checks have variant names merged (``merge_variant_names``)."""
     norm = normalize(context)
-    toks = merge_variant_names(tokens(norm))
+    toks = merge_variant_names(tokens(norm), norm)
     pos: dict[str, list[int]] = {}
     for i in range(len(toks) - 2):
         t = f"{toks[i]} {toks[i + 1]} {toks[i + 2]}"
