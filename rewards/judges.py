@@ -130,47 +130,40 @@ def _best_place(toks: list[str], ctx: NormContext) -> tuple[list[bool], int, int
     ``MAX_TRIGRAM_POSITIONS`` per trigram of the span.
     """
     n = len(toks)
-    hits: list[tuple[int, int]] = []
-    base = [False] * n
+    # diagonal -> bit mask of the words its trigram hits cover (bit j = word j); the window is
+    # evaluated per diagonal: within one diagonal, coverage only grows, so this finds the
+    # same first best band as adding the hits one by one
+    groups: dict[int, int] = {}
+    base_mask = 0
     tp, common = ctx.tri_pos, ctx.common
     for i in range(n - 2):
         t = f"{toks[i]} {toks[i + 1]} {toks[i + 2]}"
         ps = tp.get(t)
         if ps is not None:
+            m = 7 << i
             for p in ps:
-                hits.append((p - i, i))
+                d = p - i
+                groups[d] = groups.get(d, 0) | m
         elif t in common:
-            base[i] = base[i + 1] = base[i + 2] = True
-    if not hits:
-        return base, 0, -1
-    hits.sort()
-    cnt = [0] * n
-    covered = sum(base)
-    best = (-1, 0, 0)
+            base_mask |= 7 << i
+    if not groups:
+        return [bool(base_mask >> j & 1) for j in range(n)], 0, -1
+    ds = sorted(groups)
+    masks = [groups[d] for d in ds]
+    not_base = ~base_mask
+    best_cov, best_lo, best_hi, best_u = -1, 0, 0, 0
     left = 0
-    best_covered = -1
-    for right, (d, i) in enumerate(hits):
-        for j in range(i, i + 3):
-            c = cnt[j]
-            cnt[j] = c + 1
-            if c == 0 and not base[j]:
-                covered += 1
-        while d - hits[left][0] > FUZZY_MAX_SKIP:
-            k = hits[left][1]
-            for j in range(k, k + 3):
-                c = cnt[j] - 1
-                cnt[j] = c
-                if c == 0 and not base[j]:
-                    covered -= 1
+    for right, d in enumerate(ds):
+        while d - ds[left] > FUZZY_MAX_SKIP:
             left += 1
-        if covered > best_covered:
-            best_covered = covered
-            best = (covered, left, right)
-    _, lo, hi = best
-    flags = base[:]
-    for d, i in hits[lo : hi + 1]:
-        flags[i] = flags[i + 1] = flags[i + 2] = True
-    return flags, hits[lo][0], hits[hi][0] + n
+        u = 0
+        for k in range(left, right + 1):
+            u |= masks[k]
+        cov = (u & not_base).bit_count()
+        if cov > best_cov:
+            best_cov, best_lo, best_hi, best_u = cov, left, right, u
+    full = base_mask | best_u
+    return [bool(full >> j & 1) for j in range(n)], ds[best_lo], ds[best_hi] + n
 
 
 def _may_be_near_verbatim(toks: list[str], ctx: NormContext) -> bool:
