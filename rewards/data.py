@@ -503,6 +503,10 @@ def load_sharegpt(path: str | Path) -> list[Item]:
     return _read_jsonl(path, _sharegpt_item)
 
 
+#: ``extract_answer`` memoised: a file or a batch holds many responses per reference
+_reference_answer = lru_cache(maxsize=8192)(extract_answer)
+
+
 def item_from_record(obj: Any, default_id: str) -> Item:
     """An item from a flat record: context, question, expected_answer (a string, or an object
     with "final"), optional type/task_type, id, reference.  Other keys are ignored."""
@@ -530,7 +534,7 @@ def item_from_record(obj: Any, default_id: str) -> Item:
         type=t,
         context=obj["context"],
         question=obj["question"],
-        expected_answer=extract_answer(exp),
+        expected_answer=_reference_answer(exp),
         reference=ref if isinstance(ref, str) else "",
     )
 
