@@ -624,7 +624,7 @@ _ABSTAIN_RES = (
         r"(?: \S+){0,12}? (?:from|based on|with|given|using|in) (?:the |this )?"
         r"(?:provided |given |available )?" + _SRC
     ),
-    re.compile(r"\b(?:is|are|was|were) not (?:reported|stated|specified|documented|mentioned|available|recorded)\b"),
+    re.compile(r"\b(?:is|are|was|were) not (?:reported|stated|specified|documented|mentioned|available|recorded|known)\b"),
     re.compile(_SRC + r" (?:lacks|lack|is silent|are silent|is missing|omits|omit)\b"),
     re.compile(
         r"\b(?:not|dont|do not|doesnt|does not) (?:have|contain|provide|give|include) (?:enough|sufficient|adequate) "
@@ -647,13 +647,21 @@ _ABSTAIN_RES = (
         r"(?:does not|doesnt|do not|dont) (?:\w+ ){0,2}?(?:contain|include|mention|report|state|specify|provide|"
         r"give|offer|describe|discuss|address|list|document)\b"
     ),
+    # "No definitive diagnosis can be made at this time": declining, like "cannot be made"
+    re.compile(
+        r"\bno (?:\w+ ){0,2}?(?:diagnosis|determination|conclusion|recommendation|answer|assessment|decision) "
+        r"can be (?:made|given|drawn|reached|established|determined|provided)\b"
+    ),
 )
 _CONFLICT_RE = re.compile(
     r"\b(?:conflict\w*|contradict\w*|inconsisten\w*|discrepan\w*|disagree\w*|(?:do|does) not agree|"
     r"dont agree|doesnt agree|differ|differs|differing|(?:do|does|did) not (?:match|align)|dont match|doesnt match|"
     r"different (?:\w+ )?(?:values|doses|dosages|results|findings|diagnoses|numbers|grades|reports|ages|sizes|"
     r"schedules|amounts|figures|readings|measurements|types|locations|interpretations|conclusions|"
-    r"classifications|opinions|descriptions))\b"
+    r"classifications|opinions|descriptions)|"
+    # "…, but the second neuroradiology opinion suggests …": one source set against another
+    r"but (?:the |a )?(?:second|other|another|separate|outside|later) (?:\w+ ){0,2}?"
+    r"(?:opinions?|reports?|reviews?|readings?|interpretations?|reads?))\b"
 )
 _CONFLICT_NEG_RE = re.compile(
     r"\b(?:no|not|without|nor|never) (?:\w+ ){0,2}?(?:conflict\w*|contradict\w*|discrepan\w*|"
@@ -686,15 +694,17 @@ _ABSTAIN_KEYS = (
     ("information", "mention", "data", "detail"),
     ("cannot", "cant", "can not", "unable", "not able", "not possible", "impossible"),
     (" not reported", " not stated", " not specified", " not documented", " not mentioned", " not available",
-     " not recorded"),
+     " not recorded", " not known"),
     ("lack", "silent", "missing", "omit"),
     ("enough", "sufficient", "adequate"),
     ("no ",),
     ("uncertain", "unclear", "unknown", "ambiguous", "undetermined", "not known", "not clear"),
     ("possible",),
     ("does not", "doesnt", "do not", "dont"),
+    ("can be",),
 )
-_CONFLICT_KEYS = ("conflict", "contradict", "inconsisten", "discrepan", "disagree", "agree", "differ", "match", "align")
+_CONFLICT_KEYS = ("conflict", "contradict", "inconsisten", "discrepan", "disagree", "agree", "differ", "match", "align",
+                  "but ")
 #: Words naming a source: "X is inconsistent with Y" reports a conflict only between sources
 #: ("the pathology is inconsistent with the imaging"), not a finding vs a diagnosis ("imaging
 #: inconsistent with DIPG").
@@ -746,9 +756,21 @@ def judge_on_topic(answer_norm: str, question_norm: str) -> bool:
     """The answer names something the question asks about: it shares at least one key term
     (content word other than meta words like "context", "information") with the question.
     Used so that "the text does not mention X" counts as abstaining only when X is what was
-    asked.  True when the question has no key terms."""
+    asked.  Words naming the patient ("patient", "child", "boy", "girl") do not count when the
+    question has other key terms: every vignette is about the patient, so "the patient" in an
+    answer about monitoring is not on the topic of "the recommended radiation dose for this
+    patient".  True when the question has no key terms."""
     q = _question_key_terms(question_norm)
-    return not q or bool(q & content_terms(answer_norm, META_WORDS))
+    if not q:
+        return True
+    topic = q - _PATIENT_WORDS or q
+    if "old" in topic:  # "How old is the patient?" asks for the age
+        topic = topic | {"age"}
+    return bool(topic & content_terms(answer_norm, META_WORDS))
+
+
+#: Words naming the patient, ignored by ``judge_on_topic`` when the question has others.
+_PATIENT_WORDS = frozenset("patient child boy girl kid infant adolescent".split())
 
 
 def judge_conflict(answer_norm: str) -> bool:
@@ -1029,7 +1051,7 @@ def _abstention_topics(sent: str) -> list[str]:
     "X is not reported in the context" -> X)."""
     out = []
     for k, r in zip(range(len(_ABSTAIN_RES)), _ABSTAIN_RES):
-        if k in (3, 9):  # "cannot be / impossible to determine": inference, not what is mentioned
+        if k in (3, 9, 11):  # "cannot be / impossible to determine": inference, not what is mentioned
             continue
         m = r.search(sent)
         if m is None:

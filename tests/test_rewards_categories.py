@@ -94,3 +94,30 @@ def test_an_abstention_whose_examples_are_in_the_context_misstates_it():
     item = Item("y", "abstain", CTX, "Who won the 1994 FIFA World Cup?", "The provided text does not contain information about the 1994 FIFA World Cup.")
     v = score(f'<think>x</think><proof>"A 6-year-old girl presented with diplopia and ataxia."</proof><answer>{a}</answer>', item, P)
     assert v.flags["hallucination"] and not v.flags["safe"]
+
+
+def test_a_second_opinion_set_against_the_first_is_a_conflict_report():
+    from rewards.judges import judge_conflict
+
+    assert judge_conflict(N("The MRI is consistent with DIPG, but the second neuroradiology opinion suggests a hemispheric glioma rather than classic DIPG."))
+    assert judge_conflict(N("Pathology reads grade 2, but another pathology report describes grade 4 features."))
+    # "but" alone, or a second dose, is not one
+    assert not judge_conflict(N("ONC201 was continued, but the second cycle was delayed by one week."))
+    assert not judge_conflict(N("The tumor responded, but the patient developed hydrocephalus."))
+
+
+def test_declining_without_naming_the_source_is_an_abstention():
+    assert judge_abstention(N("No definitive diagnosis can be made at this time."))
+    assert judge_abstention(N("The molecular profile of the tumor is not known."))
+    assert not judge_abstention(N("A definitive diagnosis of DIPG can be made from the MRI."))
+
+
+def test_the_patient_alone_does_not_make_an_abstention_on_topic():
+    from rewards.judges import judge_on_topic
+
+    q = N("What is the recommended radiation dose (in Gy) for this patient?")
+    assert not judge_on_topic(N("Continue monitoring the patient; no definitive diagnosis can be made."), q)
+    assert judge_on_topic(N("The radiation dose is not reported in the context."), q)
+    # a question only about the patient still counts them, and "how old" asks for the age
+    assert judge_on_topic(N("The context does not report the patient's age."), N("How old is the patient?"))
+    assert judge_on_topic(N("The patient is not described."), N("Who is the patient?"))

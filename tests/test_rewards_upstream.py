@@ -143,8 +143,10 @@ EXPECTED = {
     "safe:upstream_hallucination_false_positive": 1,
     "abstention:upstream_paid_off_topic_abstention": 1,
     "abstention:upstream_missed_abstention": 1,
-    "conflict:upstream_has_no_conflict_reward": 7,
-    "consistency:upstream_placeholder_always_passed": 11,
+    # 7 -> 8: "…, but the second neuroradiology opinion suggests …" is now a conflict report
+    "conflict:upstream_has_no_conflict_reward": 8,
+    # 12 -> 10: two declining answers ("cannot be determined" kinds) are now abstentions, checked on numbers only
+    "consistency:upstream_placeholder_always_passed": 10,
 }
 
 
@@ -187,8 +189,8 @@ LABELS = Path(__file__).parent / "data" / "upstream_labels.jsonl"
 #: Agreement with the hand labels (tests/data/upstream_labels.jsonl) reached by the rules in
 #: this commit: a floor, so a rule change that loses agreement fails here.  Raise it when
 #: agreement improves; never tune a rule to a single labelled line.
-AGREEMENT_FLOOR = {"format_ok": 1.0, "refusal": 1.0, "hallucination": 0.85, "correct": 0.88,
-                   "abstention": 0.99, "safe": 0.98, "all": 0.95}
+AGREEMENT_FLOOR = {"format_ok": 1.0, "refusal": 1.0, "hallucination": 0.85, "correct": 0.89,
+                   "abstention": 1.0, "safe": 0.98, "all": 0.953}
 
 
 def test_agreement_with_hand_labels_does_not_regress(rows):
