@@ -23,6 +23,7 @@ import json
 import random
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -416,7 +417,8 @@ def normalize_type(value: Any) -> str | None:
     return _TYPE_SYNONYMS.get(value.strip().lower().replace("-", "_").replace(" ", "_"))
 
 
-def infer_task_type(reference_answer: str) -> str:
+@lru_cache(maxsize=8192)
+def infer_task_type(reference_answer: str) -> str:  # memoised: references repeat
     """Infer the type from a reference answer: one that reports conflicting information is
     ``conflict``; one that says the information is not present is ``abstain``; else
     ``answerable``.  Tags are stripped first (only the <answer> part is read)."""
@@ -501,6 +503,10 @@ def load_sharegpt(path: str | Path) -> list[Item]:
     return _read_jsonl(path, _sharegpt_item)
 
 
+#: ``extract_answer`` memoised: a file or a batch holds many responses per reference
+_reference_answer = lru_cache(maxsize=8192)(extract_answer)
+
+
 def item_from_record(obj: Any, default_id: str) -> Item:
     """An item from a flat record: context, question, expected_answer (a string, or an object
     with "final"), optional type/task_type, id, reference.  Other keys are ignored."""
@@ -528,7 +534,7 @@ def item_from_record(obj: Any, default_id: str) -> Item:
         type=t,
         context=obj["context"],
         question=obj["question"],
-        expected_answer=extract_answer(exp),
+        expected_answer=_reference_answer(exp),
         reference=ref if isinstance(ref, str) else "",
     )
 

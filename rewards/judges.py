@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from .parse import Parsed
-from .text import NormContext, normalize, numbers, tokens, unify_double_quotes
+from .text import NormContext, merge_variant_names, normalize, numbers, tokens, unify_double_quotes
 
 # --------------------------------------------------------------------------- format
 
@@ -46,6 +46,13 @@ ATTRIBUTION_WORDS = frozenset(
 _CITATION_WORDS = frozenset(
     "report reports note notes consult consultation summary letter record records context text sheet log form chart".split()
 )
+#: First word of a parenthesised note on what a quote shows ("(Provides imaging details)",
+#: "(Lists the drugs and dosing)"): a comment on the evidence, not a claim about the patient.
+_ANNOTATION_VERBS = frozenset(
+    """provides provide details detail lists list shows show describes describe gives give supports support
+    confirms confirm indicates indicate explains explain summarizes summarises summarize establishes
+    establish documents document identifies identify specifies specify relevant""".split()
+)
 _CONNECTIVES = frozenset({"and", "or", "also", "plus", "then", "while", "but", "whereas", "vs", "versus"})
 
 
@@ -68,14 +75,18 @@ class Grounding:
 
 def _is_leadin(raw_segment: str, norm_segment: str, toks: list[str]) -> bool:
     """Short source attribution next to quotes: at most 6 words, no digits, and either made
-    only of attribution words ("The context states:", "and") or a parenthesised citation
-    ending in a source word ("(pathology report)").  Anything else is a claim."""
+    only of attribution words ("The context states:", "and"), a parenthesised citation
+    ending in a source word ("(pathology report)") or a parenthesised note starting with a
+    verb about the evidence ("(Provides imaging details)").  Anything else is a claim."""
     if len(toks) > 6 or any(ch.isdigit() for ch in norm_segment):
         return False
     if all(t in ATTRIBUTION_WORDS or t in _CONNECTIVES for t in toks):
         return True
     seg = raw_segment.strip().rstrip(".,;")
-    return seg.startswith("(") and seg.endswith(")") and toks[-1] in _CITATION_WORDS
+    if not (seg.startswith("(") and seg.endswith(")")):
+        return False
+    # "(pathology report)": a citation; "(Provides imaging details)": a note on what the quote shows
+    return toks[-1] in _CITATION_WORDS or toks[0] in _ANNOTATION_VERBS
 
 
 def split_proof(proof: str) -> tuple[list[str], list[str]]:
@@ -119,42 +130,64 @@ def _best_place(toks: list[str], ctx: NormContext) -> tuple[list[bool], int, int
     ``MAX_TRIGRAM_POSITIONS`` per trigram of the span.
     """
     n = len(toks)
-    hits: list[tuple[int, int]] = []
-    base = [False] * n
+    # diagonal -> bit mask of the words its trigram hits cover (bit j = word j); the window is
+    # evaluated per diagonal: within one diagonal, coverage only grows, so this finds the
+    # same first best band as adding the hits one by one
+    groups: dict[int, int] = {}
+    base_mask = 0
     tp, common = ctx.tri_pos, ctx.common
     for i in range(n - 2):
         t = f"{toks[i]} {toks[i + 1]} {toks[i + 2]}"
         ps = tp.get(t)
         if ps is not None:
+            m = 7 << i
             for p in ps:
-                hits.append((p - i, i))
+                d = p - i
+                groups[d] = groups.get(d, 0) | m
         elif t in common:
-            base[i] = base[i + 1] = base[i + 2] = True
-    if not hits:
-        return base, 0, -1
-    hits.sort()
-    cnt = [0] * n
-    covered = sum(base)
-    best = (-1, 0, 0)
+            base_mask |= 7 << i
+    if not groups:
+        return [bool(base_mask >> j & 1) for j in range(n)], 0, -1
+    ds = sorted(groups)
+    masks = [groups[d] for d in ds]
+    not_base = ~base_mask
+    best_cov, best_lo, best_hi, best_u = -1, 0, 0, 0
     left = 0
-    for right, (d, i) in enumerate(hits):
-        for j in (i, i + 1, i + 2):
-            cnt[j] += 1
-            if cnt[j] == 1 and not base[j]:
-                covered += 1
-        while d - hits[left][0] > FUZZY_MAX_SKIP:
-            for j in (hits[left][1], hits[left][1] + 1, hits[left][1] + 2):
-                cnt[j] -= 1
-                if cnt[j] == 0 and not base[j]:
-                    covered -= 1
+    for right, d in enumerate(ds):
+        while d - ds[left] > FUZZY_MAX_SKIP:
             left += 1
-        if covered > best[0]:
-            best = (covered, left, right)
-    _, lo, hi = best
-    flags = base[:]
-    for d, i in hits[lo : hi + 1]:
-        flags[i] = flags[i + 1] = flags[i + 2] = True
-    return flags, hits[lo][0], hits[hi][0] + n
+        u = 0
+        for k in range(left, right + 1):
+            u |= masks[k]
+        cov = (u & not_base).bit_count()
+        if cov > best_cov:
+            best_cov, best_lo, best_hi, best_u = cov, left, right, u
+    full = base_mask | best_u
+    return [bool(full >> j & 1) for j in range(n)], ds[best_lo], ds[best_hi] + n
+
+
+def _may_be_near_verbatim(toks: list[str], ctx: NormContext) -> bool:
+    """Necessary condition for the near-verbatim rule, without locating a place: the words
+    covered by a trigram found *anywhere* in the context leave at most the allowed number of
+    uncovered words, and no longer uncovered run (one place covers no more than that)."""
+    n = len(toks)
+    tri = ctx.trigrams
+    cov = [False] * n
+    for i in range(n - 2):
+        if f"{toks[i]} {toks[i + 1]} {toks[i + 2]}" in tri:
+            cov[i] = cov[i + 1] = cov[i + 2] = True
+    cov[0] = cov[1] = True  # a reworded opening of up to 2 words is allowed (see span_in_context)
+    unmatched = run = 0
+    limit = int(n * FUZZY_MAX_UNMATCHED_FRACTION)
+    for c in cov:
+        if c:
+            run = 0
+        else:
+            unmatched += 1
+            run += 1
+            if run > FUZZY_MAX_UNMATCHED_RUN or unmatched > limit:
+                return False
+    return True
 
 
 def span_in_context(span_norm: str, ctx: NormContext, toks: list[str] | None = None) -> bool:
@@ -171,8 +204,7 @@ def span_in_context(span_norm: str, ctx: NormContext, toks: list[str] | None = N
     function word inside a long quote passes; a stitched "mosaic" of trigrams from different
     sentences, a drug or gene swapped for one named elsewhere, or an invented clause do not.
     """
-    if toks is None:
-        toks = tokens(span_norm)
+    toks = merge_variant_names(tokens(span_norm) if toks is None else toks, span_norm)
     if not toks:
         return True
     n = len(toks)
@@ -180,20 +212,33 @@ def span_in_context(span_norm: str, ctx: NormContext, toks: list[str] | None = N
         return toks[0] in ctx.unigrams
     if n == 2:
         return f"{toks[0]} {toks[1]}" in ctx.bigrams
-    if len(ctx.token_str) <= _SCAN_MAX_CHARS and (" " + " ".join(toks) + " ") in ctx.token_str:
-        return True
+    small = len(ctx.token_str) <= _SCAN_MAX_CHARS
+    if small:
+        if (" " + " ".join(toks) + " ") in ctx.token_str:
+            return True
+        # not exact: what follows can only accept a near-verbatim copy, so the cheap
+        # necessary conditions come first (the same verdicts, in a different order)
+        if n < FUZZY_MIN_WORDS or not numbers(span_norm) <= ctx.numbers or not _may_be_near_verbatim(toks, ctx):
+            return False
     flags, lo, hi = _best_place(toks, ctx)
-    if all(flags) and hi - lo <= n + 2 and len(ctx.token_str) > _SCAN_MAX_CHARS:
-        # exact through the index (a large context is not scanned)
-        return True
-    if n < FUZZY_MIN_WORDS:
-        return False
-    if not numbers(span_norm) <= ctx.numbers:
-        return False
+    if not small:
+        if all(flags) and hi - lo <= n + 2:
+            # exact through the index (a large context is not scanned)
+            return True
+        if n < FUZZY_MIN_WORDS:
+            return False
+        if not numbers(span_norm) <= ctx.numbers:
+            return False
     unmatched = run = longest = 0
+    lead = True  # still in the quote's opening words
     place = None
     for j, c in enumerate(flags):
         if c:
+            if lead:
+                # a reworded opening of at most 2 words is not counted, unless it changes a number
+                if not any(ch.isdigit() for w in toks[:run] for ch in w):
+                    unmatched -= run
+                lead = False
             run = 0
             continue
         unmatched += 1
@@ -203,8 +248,8 @@ def span_in_context(span_norm: str, ctx: NormContext, toks: list[str] | None = N
         if w in STOPWORDS:
             continue
         if place is None:
-            place = set(ctx.toks[max(0, lo - 2) : hi + 2])
-        if w not in place:
+            place = {_stem(t) for t in ctx.toks[max(0, lo - 2) : hi + 2]}
+        if _stem(w) not in place:  # a re-inflected word ("gliomas" for "glioma") is the same word
             return False
     return unmatched <= int(n * FUZZY_MAX_UNMATCHED_FRACTION) and longest <= FUZZY_MAX_UNMATCHED_RUN
 
@@ -228,28 +273,45 @@ def split_proof_normalized(proof: str) -> tuple[list[str], list[str]]:
     for q in parts[1::2]:
         if _NLMARK in q:
             q = " ".join(q.replace(_NLMARK, " ").split())
-        for f in _ELLIPSIS_RE.split(q):
+        # (normalisation turned every ellipsis character into "...")
+        for f in _ELLIPSIS_RE.split(q) if "..." in q else (q,):
             f = f.strip()
             if f:
                 quoted.append(f)
     segments: list[str] = []
     for outside in parts[0::2]:
         for line in outside.split(_NLMARK):
-            line = _BULLET_RE.sub("", line).strip()
+            if _may_be_bullet(line):
+                line = _BULLET_RE.sub("", line)
+            line = line.strip()
             if line.strip(" \t.,;:-()[]"):
                 segments.append(line)
     return quoted, segments
 
 
-def judge_grounding(proof: str, ctx: NormContext) -> Grounding:
+_BULLET_FIRST = frozenset("-*•·▪–—(0123456789")
+
+
+def _may_be_bullet(line: str) -> bool:
+    """Cheap test before ``_BULLET_RE``: a bullet or numbering starts the (stripped) line with a
+    bullet character, a parenthesis or a digit, or is a letter followed by ``.`` or ``)``."""
+    s = line.lstrip()
+    return bool(s) and (s[0] in _BULLET_FIRST or (len(s) > 1 and s[1] in ".)"))
+
+
+def judge_grounding(proof: str, ctx: NormContext, cut_off: bool = False) -> Grounding:
     """Grounding component: every piece of evidence in the proof must come from the context.
 
     Each quoted fragment must pass :func:`span_in_context`.  Text outside quotes is allowed only
     as a short source attribution (see ``_is_leadin``); any other unquoted line is itself
     evidence and must pass :func:`span_in_context` -- so an invented sentence placed next to a
-    long real quote fails.
+    long real quote fails.  ``cut_off``: the proof is a cut-off generation; then an unclosed
+    final quote shorter than ``FUZZY_MIN_WORDS`` words is a stub too short to check and is
+    not judged (a longer one is checked as it stands: a truncated copy is still a copy).
     """
     quoted, segments = split_proof_normalized(proof)
+    if cut_off and quoted and unify_double_quotes(proof).count('"') % 2 == 1 and len(tokens(quoted[-1])) < FUZZY_MIN_WORDS:
+        quoted = quoted[:-1]
     n = 0
     bad: list[str] = []
     all_toks: set[str] = set()
@@ -274,6 +336,21 @@ def judge_grounding(proof: str, ctx: NormContext) -> Grounding:
 
 _WORD_RE = re.compile(r"\w")
 
+# Per-score memos.  The scorer asks several judges about the same answer and proof; these
+# caches are deliberately tiny (a handful of entries) so they only share work *within* one
+# score() call and never across responses (a GRPO completion is new text every time).
+_SCORE_MEMO = 8
+
+
+@lru_cache(maxsize=_SCORE_MEMO)
+def _numbers_of(norm_text: str) -> frozenset[str]:
+    return frozenset(numbers(norm_text))
+
+
+@lru_cache(maxsize=_SCORE_MEMO)
+def _tokens_of(norm_text: str) -> tuple[str, ...]:
+    return tuple(tokens(norm_text))
+
 
 def _has_word(norm_text: str) -> bool:
     return _WORD_RE.search(norm_text) is not None
@@ -286,7 +363,7 @@ def judge_answer_support(answer_norm: str, ctx: NormContext, question_norm: str 
     """No-hallucination component for the answer: every number it states occurs in the context
     (or in the question).  Numbers are compared canonically (``1,000`` == ``1000``,
     ``1.50`` == ``1.5``, ``10⁹`` == ``10^9``)."""
-    nums = numbers(answer_norm)
+    nums = _numbers_of(answer_norm)
     if not nums:
         return True
     return nums <= ctx.numbers or nums <= (ctx.numbers | question_numbers(question_norm))
@@ -336,14 +413,20 @@ def _stem(tok: str) -> str:
 
 def content_terms(norm_text: str, drop: frozenset[str] = frozenset()) -> set[str]:
     """Stemmed non-stopword word tokens without digits (numbers are compared separately)."""
-    out = set()
-    for t in set(tokens(norm_text)):
-        if t in STOPWORDS or t in drop or t.isdigit():
-            continue
-        s = _stem(t)
-        if s not in drop:
-            out.add(s)
-    return out
+    m = _term_map(norm_text)
+    if not drop:
+        return set(m.values())
+    return {s for t, s in m.items() if t not in drop and s not in drop}
+
+
+@lru_cache(maxsize=_SCORE_MEMO)
+def _term_map(norm_text: str) -> dict[str, str]:
+    """token -> stem for the non-stopword, non-digit tokens of a text (per-score memo: the
+    answer's terms are asked for with several ``drop`` sets)."""
+    cand = set(tokens(norm_text))
+    cand -= STOPWORDS
+    get = _STEMS.get
+    return {t: get(t) or _stem(t) for t in cand if not t.isdigit()}
 
 
 def _term_in(term: str, toks: set[str]) -> bool:
@@ -403,7 +486,11 @@ _SCHEDULE_PATTERNS: tuple[tuple[str, str], ...] = (
         (r"\b(?:intravenously|intravenous|iv)\b", " routeiv "),
 )
 #: all of them as one alternation (earlier patterns win), each a named group
-_SCHEDULE_RE = re.compile("|".join(f"(?P<g{i}>{pat})" for i, (pat, _) in enumerate(_SCHEDULE_PATTERNS)))
+# (every pattern starts a word with one of these letters: the lookahead rejects other positions
+# before the alternation is tried, several times faster on long answers, same matches)
+_SCHEDULE_RE = re.compile(
+    "(?=[t23beqowdpi])(?<!\\w)(?:" + "|".join(f"(?P<g{i}>{pat})" for i, (pat, _) in enumerate(_SCHEDULE_PATTERNS)) + ")"
+)
 _SCHEDULE_TOKENS = {f"g{i}": tok for i, (_, tok) in enumerate(_SCHEDULE_PATTERNS)}
 _SCHEDULE_KEYS = ("week", "day", "daily", "tiw", "biw", "qw", "q2w", "q3w", "bid", "tid", "qd", "oral", "po", "iv", "intraven", "mouth")
 
@@ -490,7 +577,7 @@ def judge_correct(answer_norm: str, expected_norm: str, question_norm: str = "")
     headline = _headline(expected_norm)
     ref_nums, ref_all_terms, _ = _reference_facts(expected_norm)
     head_nums, head_terms, ref_neg = _reference_facts(headline)
-    ans_nums = numbers(answer_norm)
+    ans_nums = _numbers_of(answer_norm)
     asks = _asks_quantity(question_norm)
     if asks:
         if not head_nums <= ans_nums:
@@ -537,7 +624,7 @@ _ABSTAIN_RES = (
         r"(?: \S+){0,12}? (?:from|based on|with|given|using|in) (?:the |this )?"
         r"(?:provided |given |available )?" + _SRC
     ),
-    re.compile(r"\b(?:is|are|was|were) not (?:reported|stated|specified|documented|mentioned|available|recorded)\b"),
+    re.compile(r"\b(?:is|are|was|were) not (?:reported|stated|specified|documented|mentioned|available|recorded|known)\b"),
     re.compile(_SRC + r" (?:lacks|lack|is silent|are silent|is missing|omits|omit)\b"),
     re.compile(
         r"\b(?:not|dont|do not|doesnt|does not) (?:have|contain|provide|give|include) (?:enough|sufficient|adequate) "
@@ -552,13 +639,29 @@ _ABSTAIN_RES = (
         r"\b(?:diagnosis|grade|type|classification|dose|dosing|regimen|plan|location|subtype|prognosis|answer) "
         r"(?:is|remains|are) (?:uncertain|unclear|unknown|ambiguous|undetermined|not known|not clear)\b"
     ),
+    # "makes it impossible to determine the exact tumor type": declining, like "cannot be determined"
+    re.compile(r"\b(?:impossible|not possible) to (?:\w+ly )?(?:determine|establish|ascertain|confirm)\b"),
+    # "The provided text describes X ... but does not offer a diagnosis": the source is the subject
+    re.compile(
+        r"\b(?:the|this) (?:provided |given |available )?" + _SRC + r"s? [^.;:!?]{0,200}?\b(?:but|and|yet) "
+        r"(?:does not|doesnt|do not|dont) (?:\w+ ){0,2}?(?:contain|include|mention|report|state|specify|provide|"
+        r"give|offer|describe|discuss|address|list|document)\b"
+    ),
+    # "No definitive diagnosis can be made at this time": declining, like "cannot be made"
+    re.compile(
+        r"\bno (?:\w+ ){0,2}?(?:diagnosis|determination|conclusion|recommendation|answer|assessment|decision) "
+        r"can be (?:made|given|drawn|reached|established|determined|provided)\b"
+    ),
 )
 _CONFLICT_RE = re.compile(
     r"\b(?:conflict\w*|contradict\w*|inconsisten\w*|discrepan\w*|disagree\w*|(?:do|does) not agree|"
     r"dont agree|doesnt agree|differ|differs|differing|(?:do|does|did) not (?:match|align)|dont match|doesnt match|"
     r"different (?:\w+ )?(?:values|doses|dosages|results|findings|diagnoses|numbers|grades|reports|ages|sizes|"
     r"schedules|amounts|figures|readings|measurements|types|locations|interpretations|conclusions|"
-    r"classifications|opinions|descriptions))\b"
+    r"classifications|opinions|descriptions)|"
+    # "…, but the second neuroradiology opinion suggests …": one source set against another
+    r"but (?:the |a )?(?:second|other|another|separate|outside|later) (?:\w+ ){0,2}?"
+    r"(?:opinions?|reports?|reviews?|readings?|interpretations?|reads?))\b"
 )
 _CONFLICT_NEG_RE = re.compile(
     r"\b(?:no|not|without|nor|never) (?:\w+ ){0,2}?(?:conflict\w*|contradict\w*|discrepan\w*|"
@@ -591,13 +694,17 @@ _ABSTAIN_KEYS = (
     ("information", "mention", "data", "detail"),
     ("cannot", "cant", "can not", "unable", "not able", "not possible", "impossible"),
     (" not reported", " not stated", " not specified", " not documented", " not mentioned", " not available",
-     " not recorded"),
+     " not recorded", " not known"),
     ("lack", "silent", "missing", "omit"),
     ("enough", "sufficient", "adequate"),
     ("no ",),
     ("uncertain", "unclear", "unknown", "ambiguous", "undetermined", "not known", "not clear"),
+    ("possible",),
+    ("does not", "doesnt", "do not", "dont"),
+    ("can be",),
 )
-_CONFLICT_KEYS = ("conflict", "contradict", "inconsisten", "discrepan", "disagree", "agree", "differ", "match", "align")
+_CONFLICT_KEYS = ("conflict", "contradict", "inconsisten", "discrepan", "disagree", "agree", "differ", "match", "align",
+                  "but ")
 #: Words naming a source: "X is inconsistent with Y" reports a conflict only between sources
 #: ("the pathology is inconsistent with the imaging"), not a finding vs a diagnosis ("imaging
 #: inconsistent with DIPG").
@@ -616,6 +723,10 @@ _REFUSAL_KEYS = (
 )
 
 
+_ABSTAIN_PAIRS = tuple(zip(_ABSTAIN_KEYS, _ABSTAIN_RES))
+_REFUSAL_PAIRS = tuple(zip(_REFUSAL_KEYS, _REFUSAL_RES))
+
+
 def _has_any(text: str, keys: tuple[str, ...]) -> bool:
     for k in keys:
         if k in text:
@@ -623,18 +734,43 @@ def _has_any(text: str, keys: tuple[str, ...]) -> bool:
     return False
 
 
+@lru_cache(maxsize=2 * _SCORE_MEMO)
+def _any_pattern(text: str, pairs: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...]) -> bool:
+    """Whether one of the (keywords, pattern) pairs matches; a pattern is tried only when one
+    of its keywords is present."""
+    for keys, r in pairs:
+        for k in keys:
+            if k in text:
+                if r.search(text) is not None:
+                    return True
+                break
+    return False
+
+
 def judge_abstention(answer_norm: str) -> bool:
     """The answer says the context does not contain what was asked (phrase family in docs)."""
-    return any(_has_any(answer_norm, keys) and r.search(answer_norm) is not None for keys, r in zip(_ABSTAIN_KEYS, _ABSTAIN_RES))
+    return _any_pattern(answer_norm, _ABSTAIN_PAIRS)
 
 
 def judge_on_topic(answer_norm: str, question_norm: str) -> bool:
     """The answer names something the question asks about: it shares at least one key term
     (content word other than meta words like "context", "information") with the question.
     Used so that "the text does not mention X" counts as abstaining only when X is what was
-    asked.  True when the question has no key terms."""
+    asked.  Words naming the patient ("patient", "child", "boy", "girl") do not count when the
+    question has other key terms: every vignette is about the patient, so "the patient" in an
+    answer about monitoring is not on the topic of "the recommended radiation dose for this
+    patient".  True when the question has no key terms."""
     q = _question_key_terms(question_norm)
-    return not q or bool(q & content_terms(answer_norm, META_WORDS))
+    if not q:
+        return True
+    topic = q - _PATIENT_WORDS or q
+    if "old" in topic:  # "How old is the patient?" asks for the age
+        topic = topic | {"age"}
+    return bool(topic & content_terms(answer_norm, META_WORDS))
+
+
+#: Words naming the patient, ignored by ``judge_on_topic`` when the question has others.
+_PATIENT_WORDS = frozenset("patient child boy girl kid infant adolescent".split())
 
 
 def judge_conflict(answer_norm: str) -> bool:
@@ -657,7 +793,7 @@ def judge_conflict(answer_norm: str) -> bool:
 
 def has_refusal_boilerplate(answer_norm: str) -> bool:
     """Refusal boilerplate anywhere in the text (see :func:`judge_refusal`)."""
-    return any(_has_any(answer_norm, keys) and r.search(answer_norm) for keys, r in zip(_REFUSAL_KEYS, _REFUSAL_RES))
+    return _any_pattern(answer_norm, _REFUSAL_PAIRS)
 
 
 #: A canned refusal is short: longer answers are never treated as one.
@@ -715,18 +851,23 @@ def judge_consistency(
     conflict report), its words name the asked topic rather than claim a fact, so only its
     numbers are checked.  An answer with no numbers and no key terms is consistent.
     """
-    a_nums = numbers(answer_norm)
-    if a_nums and not a_nums <= (numbers(proof_norm) | question_numbers(question_norm)):
+    a_nums = _numbers_of(answer_norm)
+    if a_nums and not a_nums <= (_numbers_of(proof_norm) | question_numbers(question_norm)):
         return False
     if about_context:
         return True
-    drop = META_WORDS | question_terms(question_norm)
-    a_terms = content_terms(answer_norm, drop)
+    a_terms = content_terms(answer_norm, _consistency_drop(question_norm))
     if not a_terms:
         return True
     p_toks = proof_tokens if proof_tokens is not None else set(tokens(proof_norm))
-    hits = sum(1 for t in a_terms if _term_in(t, p_toks))
+    direct = a_terms & p_toks
+    hits = len(direct) + sum(1 for t in a_terms - direct if _term_in(t, p_toks))
     return hits >= CONSISTENCY_TERM_RECALL * len(a_terms)
+
+
+@lru_cache(maxsize=8192)
+def _consistency_drop(question_norm: str) -> frozenset[str]:
+    return META_WORDS | question_terms(question_norm)
 
 
 # --------------------------------------------------------------------------- claims beyond numbers
@@ -762,12 +903,18 @@ def _direction(tok: str) -> str | None:
     return d
 
 
-def _directions(toks: list[str]) -> list[tuple[int, str]]:
+_ALL_DIRECTION_PREFIXES = tuple(p for ps in _DIRECTION_PREFIXES.values() for p in ps)
+
+
+def _directions(toks: list[str] | tuple[str, ...]) -> list[tuple[int, str]]:
     """(position, direction) of each direction word not negated by one of the 3 words before."""
     out = []
+    starts = _ALL_DIRECTION_PREFIXES
     for i, t in enumerate(toks):
+        if not t.startswith(starts):
+            continue
         d = _direction(t)
-        if d is not None and not any(w in _NEG_CUES for w in toks[max(0, i - 3) : i]):
+        if d is not None and _NEG_CUES.isdisjoint(toks[max(0, i - 3) : i]):
             out.append((i, d))
     return out
 
@@ -798,7 +945,7 @@ def judge_direction(answer_norm: str, ctx: NormContext) -> list[str]:
     glioma and DIPG name the same thing).  The claim is contradicted when the context
     sentences that mention the subject state only the opposite direction.  Returns the
     contradicted claims (normalised snippets), [] when none."""
-    toks = tokens(answer_norm)
+    toks = _tokens_of(answer_norm)
     dirs = _directions(toks)
     if not dirs:
         return []
@@ -807,7 +954,7 @@ def judge_direction(answer_norm: str, ctx: NormContext) -> list[str]:
     for i, d in dirs:
         subj = set()
         # "resolution of headache": the subject follows; "the disease is progressing": it precedes
-        near = toks[i + 1 : i + 5] if toks[i + 1 : i + 2] in (["of"], ["in"]) else toks[max(0, i - 3) : i] + toks[i + 1 : i + 4]
+        near = toks[i + 1 : i + 5] if toks[i + 1 : i + 2] in (("of",), ("in",)) else toks[max(0, i - 3) : i] + toks[i + 1 : i + 4]
         for w in near:
             if w in STOPWORDS or w in META_WORDS or w.isdigit() or _direction(w) is not None:
                 continue
@@ -849,13 +996,15 @@ def judge_strength_claims(answer_norm: str, ctx: NormContext, question_norm: str
     question supports ("the absence of FDA-approved agents" does not support "approved").
     A strength word negated just before it ("not approved") is not a claim.  Returns the
     unsupported words."""
-    toks = tokens(answer_norm)
+    toks = _tokens_of(answer_norm)
+    if _STRENGTH_TERMS.keys().isdisjoint(toks):
+        return []
     found = [
         (i, t) for i, t in enumerate(toks) if t in _STRENGTH_TERMS and not any(w in _NEG_CUES for w in toks[max(0, i - 3) : i])
     ]
     if not found:
         return []
-    support = _affirmed_tokens(ctx.sentences) | _affirmed_tokens(tuple(frozenset(tokens(q)) for q in _split_sentences(question_norm)))
+    support = _affirmed_tokens(ctx.sentences) | _question_affirmed(question_norm)
     return [t for _, t in found if not (_STRENGTH_TERMS[t] & support)]
 
 
@@ -867,6 +1016,11 @@ def _affirmed_tokens(sents: tuple[frozenset[str], ...]) -> frozenset[str]:
         if not (s & _NEG_CUES):
             out |= s
     return frozenset(out)
+
+
+@lru_cache(maxsize=8192)
+def _question_affirmed(question_norm: str) -> frozenset[str]:
+    return _affirmed_tokens(tuple(frozenset(tokens(q)) for q in _split_sentences(question_norm)))
 
 
 def _split_sentences(norm_text: str) -> list[str]:
@@ -897,7 +1051,7 @@ def _abstention_topics(sent: str) -> list[str]:
     "X is not reported in the context" -> X)."""
     out = []
     for k, r in zip(range(len(_ABSTAIN_RES)), _ABSTAIN_RES):
-        if k == 3:  # "cannot be determined": about inference, not about what is mentioned
+        if k in (3, 9, 11):  # "cannot be / impossible to determine": inference, not what is mentioned
             continue
         m = r.search(sent)
         if m is None:
@@ -911,6 +1065,12 @@ def _abstention_topics(sent: str) -> list[str]:
             topic = sent[m.end() :]
             cut = _TOPIC_END_RE.search(topic)
             if cut:
+                after = topic[cut.start() :].lstrip(", ")
+                if after.startswith("such as "):
+                    # "does not contain X, such as Y": the examples Y are said to be missing too
+                    rest = after[8:]
+                    end = _TOPIC_END_RE.search(rest)
+                    out.append(rest[: end.start()] if end else rest)
                 topic = topic[: cut.start()]
         out.append(topic)
     return out

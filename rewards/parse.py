@@ -18,6 +18,7 @@ class Parsed:
     proof: str = ""
     answer: str = ""
     error: str = ""  # "" when ok; otherwise a short machine-readable reason
+    proof_cut: bool = False  # (lenient parse) the proof ran unclosed to the end: a cut-off generation
 
 
 def parse_response(text: str) -> Parsed:
@@ -100,19 +101,21 @@ def _drop_partial_word(s: str) -> str:
     return s[:j]
 
 
-def parse_lenient(text: str) -> Parsed:
+def parse_lenient(text: str, strict: Parsed | None = None) -> Parsed:
     """Best-effort sections of a malformed response, for judging its content in the metrics
     (its reward still pays the format penalty): the last ``<proof>`` and ``<answer>`` sections,
     each up to its closing tag, the next tag or the end of the text; a section cut off at the
     end loses its final partial word.  ``ok`` is always False; ``error`` is the strict
-    parser's code.  A response over ``MAX_RESPONSE_CHARS`` yields empty sections."""
-    strict = parse_response(text)
+    parser's code.  A response over ``MAX_RESPONSE_CHARS`` yields empty sections.  ``strict``:
+    ``parse_response(text)`` when the caller already has it."""
+    if strict is None:
+        strict = parse_response(text)
     if strict.ok or not isinstance(text, str) or len(text) > MAX_RESPONSE_CHARS:
         return Parsed(False, error=strict.error or "not_malformed")
-    proof, cut = _section(text, "proof")
-    if cut:
+    proof, proof_cut = _section(text, "proof")
+    if proof_cut:
         proof = _drop_partial_word(proof)
     answer, cut = _section(text, "answer")
     if cut:
         answer = _drop_partial_word(answer)
-    return Parsed(False, proof=proof.strip(), answer=answer.strip(), error=strict.error)
+    return Parsed(False, proof=proof.strip(), answer=answer.strip(), error=strict.error, proof_cut=proof_cut)

@@ -131,7 +131,7 @@ def _judge_content(parsed: Parsed, item: Item) -> tuple[dict[str, Any], dict[str
     conflict = judge_conflict(answer)
     ctx = prepare_context(item.context)
     question = normalize_cached(item.question)
-    grounding = judge_grounding(parsed.proof, ctx)
+    grounding = judge_grounding(parsed.proof, ctx, parsed.proof_cut)
     claims = unsupported_claims(answer, ctx, question) if answer else []
     supported = judge_answer_support(answer, ctx, question) and not claims
     on_topic = abstained and judge_on_topic(answer, question)
@@ -189,7 +189,7 @@ def score(response: str, item: Item, preset: Mapping[str, float]) -> Verdict:
         flags["refusal"] = judge_refusal(normalize(_refusal_candidate(response)))
         keys = ["format_mismatch_penalty"] + (["incorrect_answer_penalty"] if flags["refusal"] else [])
         detail: dict[str, Any] = {"format_error": parsed.error, "judged": False}
-        lenient = parse_lenient(response)
+        lenient = parse_lenient(response, parsed)
         if lenient.proof or lenient.answer:
             c, d = _judge_content(lenient, item)
             detail.update(d, judged=True)

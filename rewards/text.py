@@ -45,10 +45,6 @@ _SPECIAL_RE = re.compile("[" + re.escape("".join(_SPECIAL)) + "]")
 _SUPER_BYTES = (b"\xc2\xb2", b"\xc2\xb3", b"\xc2\xb9", b"\xe2\x81")
 
 
-def _special(m: re.Match[str]) -> str:
-    return _SPECIAL[m.group(0)]
-
-
 def normalize(text: str) -> str:
     """The normal form described in the module docstring (linear time)."""
     if not text:
@@ -61,8 +57,12 @@ def normalize(text: str) -> str:
         if _SUPER_BYTES[0] in raw or _SUPER_BYTES[1] in raw or _SUPER_BYTES[2] in raw or _SUPER_BYTES[3] in raw:
             text = _SUPER_RE.sub(_superscript, text)
         # the common special characters first (cheap); NFKC only for what is left
-        text = _SPECIAL_RE.sub(_special, text)
-        if not text.isascii():
+        # (str.replace per distinct character found: faster than a sub callback or translate)
+        for ch in set(_SPECIAL_RE.findall(text)):
+            text = text.replace(ch, _SPECIAL[ch])
+        # NFKC only for what is left; the dash and quote passes only when it changed something
+        # (every dash and quote it could leave was replaced above)
+        if not text.isascii() and not unicodedata.is_normalized("NFKC", text):
             text = unicodedata.normalize("NFKC", text)
             text = _DASH_RE.sub("-", text)
             text = _QUOTE_RE.sub("", text)
@@ -73,8 +73,24 @@ def normalize(text: str) -> str:
         if ch in text:
             text = text.replace(" " + ch, ch).replace(ch + " ", ch)
     if "^" in text:
-        text = _LETTER_POWER_RE.sub(r"\1\2", text)
+        text = _drop_letter_powers(text)
     return text
+
+
+_LETTER_RE = re.compile(r"[^\W\d_]")
+_DIGIT_RE = re.compile(r"\d")
+
+
+def _drop_letter_powers(text: str) -> str:
+    """``_LETTER_POWER_RE.sub(r"\1\2", text)`` (``m^2`` -> ``m2``), done per caret: the regex
+    scans every position of the text, while carets are rare."""
+    parts = text.split("^")
+    out = [parts[0]]
+    for prev, nxt in zip(parts, parts[1:]):
+        if not (prev and nxt and _LETTER_RE.match(prev[-1]) and _DIGIT_RE.match(nxt[0])):
+            out.append("^")
+        out.append(nxt)
+    return "".join(out)
 
 
 @lru_cache(maxsize=8192)
@@ -116,6 +132,8 @@ def canonical_number(raw: str) -> str:
 def numbers(norm_text: str) -> set[str]:
     """Canonical numbers appearing in already-normalised text.  Digits glued to a preceding
     letter are part of a name (``onc201``, ``h3``, ``k27m``) and are compared as words."""
+    if _DIGIT_RE.search(norm_text) is None:  # most pieces of text have no digit at all
+        return set()
     return {canonical_number(m) for m in _NUMBER_RE.findall(norm_text)}
 
 
@@ -157,11 +175,42 @@ def sentences(norm_text: str) -> list[str]:
     return [s for s in _SENT_SPLIT_RE.split(norm_text) if s]
 
 
+def _is_variant(tok: str) -> bool:
+    """A protein-change token such as ``k27m``, ``g328v``, ``v600e``: letter, digits, letter."""
+    return len(tok) >= 3 and tok[0].isalpha() and tok[-1].isalpha() and tok[1:-1].isdigit()
+
+
+#: cheap test on text: a digit, a separator, then letter + digit (``h3 k27m``); without it no
+#: pair of tokens can be merged by ``merge_variant_names``
+_VARIANT_PAIR_RE = re.compile(r"\d\W+[^\W\d_]\d")
+
+
+def merge_variant_names(toks: list[str], text: str | None = None) -> list[str]:
+    """Join a gene or histone name ending in a digit and the protein change after it into one
+    token (``h3 k27m`` -> ``h3k27m``, ``acvr1 g328v`` -> ``acvr1g328v``), so that "H3K27M",
+    "H3 K27M" and "H3-K27M" are the same words when quotes are compared with the context.
+    ``text``: the normalised text the tokens come from, for a quick test first."""
+    if text is not None and _VARIANT_PAIR_RE.search(text) is None:
+        return toks
+    out: list[str] = []
+    i, n = 0, len(toks)
+    while i < n:
+        t = toks[i]
+        if i + 1 < n and t[-1].isdigit() and t[0].isalpha() and _is_variant(toks[i + 1]):
+            out.append(t + toks[i + 1])
+            i += 2
+        else:
+            out.append(t)
+            i += 1
+    return out
+
+
 @lru_cache(maxsize=4096)
 def prepare_context(context: str) -> NormContext:
-    """Normalise a context once; cached per context string (contexts repeat across a group)."""
+    """Normalise a context once; cached per context string (contexts repeat across a group).
+    Its word tokens for quote checks have variant names merged (``merge_variant_names``)."""
     norm = normalize(context)
-    toks = tokens(norm)
+    toks = merge_variant_names(tokens(norm), norm)
     pos: dict[str, list[int]] = {}
     for i in range(len(toks) - 2):
         t = f"{toks[i]} {toks[i + 1]} {toks[i + 2]}"

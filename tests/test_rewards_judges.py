@@ -296,3 +296,68 @@ def test_right_drug_without_an_unasked_dose_is_correct():
     assert not judge_correct(N("Start everolimus as the next therapy."), ref, q)
     # when the question asks for the dose, the dose is required
     assert not judge_correct(N("Start panobinostat as the next therapy."), ref, N("What panobinostat dose should be given?"))
+
+
+def test_schedule_pattern_first_letter_filter_finds_what_the_plain_alternation_finds():
+    # the schedule regex rejects positions by first letter; it must match exactly where the
+    # plain alternation of the schedule patterns matches
+    import re
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from rewards.judges import _SCHEDULE_PATTERNS, _SCHEDULE_RE
+
+    plain = re.compile("|".join(f"(?P<g{i}>{pat})" for i, (pat, _) in enumerate(_SCHEDULE_PATTERNS)))
+    words = ["once", "twice", "a", "week", "weekly", "daily", "every", "other", "2", "3", "times", "day", "iv", "po",
+             "orally", "by", "mouth", "bid", "q2w", "x", "give", "oral", "-", "3x", "biweekly", "per"]
+
+    @settings(max_examples=1500, deadline=None)
+    @given(st.lists(st.sampled_from(words), max_size=8), st.sampled_from(["", " ", "-"]))
+    def check(ws, sep):
+        text = (sep or " ").join(ws)
+        assert [(m.span(), m.lastgroup) for m in _SCHEDULE_RE.finditer(text)] == [
+            (m.span(), m.lastgroup) for m in plain.finditer(text)
+        ]
+
+    check()
+
+
+def test_best_place_is_the_first_best_band_of_diagonals():
+    # oracle written with sets: for each diagonal (context position minus span position) in
+    # order, the band of diagonals at most FUZZY_MAX_SKIP below it; the first band covering the
+    # most words wins; trigrams too common to locate cover their words anywhere
+    import random
+
+    from rewards.judges import FUZZY_MAX_SKIP, _best_place
+
+    def oracle(toks, ctx):
+        n = len(toks)
+        hits, base = {}, set()
+        for i in range(n - 2):
+            t = " ".join(toks[i : i + 3])
+            if t in ctx.tri_pos:
+                for p in ctx.tri_pos[t]:
+                    hits.setdefault(p - i, set()).update((i, i + 1, i + 2))
+            elif t in ctx.common:
+                base.update((i, i + 1, i + 2))
+        if not hits:
+            return [j in base for j in range(n)], 0, -1
+        ds = sorted(hits)
+        best = None
+        for r, d in enumerate(ds):
+            band = [x for x in ds[: r + 1] if d - x <= FUZZY_MAX_SKIP]
+            cov = set().union(*(hits[x] for x in band)) | base
+            if best is None or len(cov) > len(best[0]):
+                best = (cov, band[0], d)
+        return [j in best[0] for j in range(n)], best[1], best[2] + n
+
+    rng = random.Random(5)
+    words = "the drug onc201 has shown potential in models of dipg with elevated gd2 expression atrx loss at 20 mg".split()
+    for _ in range(1500):
+        ctx_words = [rng.choice(words[: rng.randint(4, len(words))]) for _ in range(rng.randint(5, 150))]
+        ctx = prepare_context(" ".join(ctx_words))
+        a = rng.randint(0, len(ctx_words) - 3)
+        span = [w if rng.random() > 0.2 else rng.choice(words) for w in ctx_words[a : a + rng.randint(3, 30)]]
+        if len(span) >= 3:
+            assert _best_place(span, ctx) == oracle(span, ctx)

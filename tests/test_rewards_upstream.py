@@ -128,20 +128,25 @@ def classify(rec, item, v):
 EXPECTED = {
     "format:tags_present_but_malformed": 55,
     "hallucination:upstream_flags_verbatim_quotes": 5,
-    # malformed responses are now judged for content too (metrics only), hence more rows here
-    "hallucination:paraphrase_presented_as_quote": 21,
-    "hallucination:unsupported_claim_in_answer": 3,
+    # malformed responses are now judged for content too (metrics only), hence more rows here;
+    # 21 -> 17 when "H3K27M" = "H3 K27M", re-inflected words, a reworded 1-2 word opening, notes
+    # such as "(Provides imaging details)" and cut-off quote stubs stopped counting as invented
+    "hallucination:paraphrase_presented_as_quote": 17,
+    # 3 -> 4: an abstention whose "such as" examples are in the context misstates it
+    "hallucination:unsupported_claim_in_answer": 4,
     "hallucination:answer_number_not_in_context": 1,
     "refusal:upstream_keyword_match_on_abstention": 1,
     "safe:malformed": 29,
-    "safe:hallucination": 6,
-    "safe:answer_not_supported_by_proof": 9,
+    "safe:hallucination": 7,
+    "safe:answer_not_supported_by_proof": 8,
     "safe:wrong_outcome_for_type": 13,
     "safe:upstream_hallucination_false_positive": 1,
     "abstention:upstream_paid_off_topic_abstention": 1,
     "abstention:upstream_missed_abstention": 1,
-    "conflict:upstream_has_no_conflict_reward": 7,
-    "consistency:upstream_placeholder_always_passed": 12,
+    # 7 -> 8: "…, but the second neuroradiology opinion suggests …" is now a conflict report
+    "conflict:upstream_has_no_conflict_reward": 8,
+    # 12 -> 10: two declining answers ("cannot be determined" kinds) are now abstentions, checked on numbers only
+    "consistency:upstream_placeholder_always_passed": 10,
 }
 
 
@@ -184,8 +189,8 @@ LABELS = Path(__file__).parent / "data" / "upstream_labels.jsonl"
 #: Agreement with the hand labels (tests/data/upstream_labels.jsonl) reached by the rules in
 #: this commit: a floor, so a rule change that loses agreement fails here.  Raise it when
 #: agreement improves; never tune a rule to a single labelled line.
-AGREEMENT_FLOOR = {"format_ok": 1.0, "refusal": 1.0, "hallucination": 0.80, "correct": 0.87,
-                   "abstention": 0.96, "safe": 0.96, "all": 0.93}
+AGREEMENT_FLOOR = {"format_ok": 1.0, "refusal": 1.0, "hallucination": 0.85, "correct": 0.89,
+                   "abstention": 1.0, "safe": 0.98, "all": 0.953}
 
 
 def test_agreement_with_hand_labels_does_not_regress(rows):
