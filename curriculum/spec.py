@@ -54,7 +54,7 @@ class RunSection(_Strict):
     # A step with NaN/inf rewards or trainer numbers is always counted and logged; then "skip"
     # trains on (guard statistics ignore non-finite values), "stop_phase" ends the phase with
     # reason "nonfinite", and "penalty" is "skip" for the engine: the reward function itself
-    # (rewards.DipgReward, on_error="penalty") scores a non-finite reward as a penalty.
+    # (DIPG's scores a scorer failure as format_mismatch_penalty) decides what a bad completion gets.
     on_nonfinite: Literal["skip", "penalty", "stop_phase"] = "skip"
     description: str = ""
 
@@ -536,6 +536,19 @@ def _validate(
             problems.append(
                 f"{W('phases', name, 'eval', 'preset')}: unknown preset '{ph.eval.preset}'; expected "
                 f"{one_of(preset_names)}{suggest(ph.eval.preset, preset_names)}"
+            )
+        if (
+            ph.kind == "sft"
+            and ph.eval.enabled
+            and ph.eval.preset is None
+            and model.reward.eval_preset is None
+            and REWARD_KEYS
+            and not PRESETS
+        ):
+            problems.append(
+                f"{W('phases', name, 'eval')}: an sft phase has no preset, and reward '{reward_def.name}' has no "
+                f"built-in one to score its evaluation with; set [reward] eval_preset = NAME or eval.preset "
+                f"(expected {one_of(preset_names)}), or eval = {{ enabled = false }}"
             )
         if ph.kind == "eval" and ph.max_steps is not None:
             problems.append(f"{W('phases', name, 'max_steps')}: an eval phase trains no steps; remove max_steps")

@@ -44,12 +44,13 @@ class DataFileError(ValueError):
 
 def from_dipg(item: Any) -> Example:
     """A DIPG item (rewards.data.Item) as an Example with the DIPG reward's columns."""
-    from rewards import build_prompt
+    from rewards import DEFAULT_SYSTEM_PROMPT, build_prompt
 
     return Example(
         id=str(item.id),
         user=build_prompt(item.context, item.question, system_prompt=""),
         reference=item.reference,
+        system=DEFAULT_SYSTEM_PROMPT,  # its instructions, unless the spec gives a system prompt
         columns={
             "context": item.context,
             "question": item.question,
