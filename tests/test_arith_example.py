@@ -26,6 +26,7 @@ SHORT = [
     "--set", "phases.sft.max_steps=4", "--set", "phases.sft.eval.num_items=4",
     "--set", "phases.easy.max_steps=6", "--set", "phases.easy.min_dwell=0",
     "--set", "phases.easy.train.batch_size=2", "--set", "phases.hard.train.batch_size=2",
+    "--set", "phases.easy.train.num_generations=2", "--set", "phases.hard.train.num_generations=2",
     "--set", "phases.hard.max_steps=3", "--set", "phases.hard.eval.num_items=6",
     # decided by the guard on live metrics: two GRPO steps seen in the easy phase
     "--set", 'guards.easy_mastered.when="count(correct_rate, 2) >= 2"', "--set", "guards.easy_mastered.patience=1",

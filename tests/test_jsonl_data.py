@@ -41,6 +41,7 @@ columns = []
 
 [reward]
 function = "arith/reward.py:arith"
+eval_preset = "p"
 
 [presets.p]
 format = 1.0
@@ -130,6 +131,11 @@ def test_phase_dataset_names_are_checked(tmp_path):
     # an SFT phase trains on a dataset with SFT targets
     msg = problems(p, "phases.sft.train.data=\"hard\"")
     assert "sft phase on dataset 'hard', whose records have no SFT target" in msg
+
+
+def test_sft_evaluation_needs_a_preset_of_the_reward(tmp_path):
+    msg = problems(setup(tmp_path, SPEC.replace('eval_preset = "p"\n', "")))
+    assert "phases.sft.eval: an sft phase has no preset, and reward 'arith' has no built-in one" in msg
 
 
 def test_field_mapping_errors(tmp_path):

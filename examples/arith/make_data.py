@@ -2,13 +2,18 @@
 
     python examples/arith/make_data.py examples/arith
 
-* ``sft.jsonl``: prompt/response pairs from *noisy* demonstrations: in 45 % of them the answer
-  is off by one, in 30 % the answer is followed by a repetition of itself.  SFT teaches the
-  format and the arithmetic up to that noise; GRPO with the reward in ``reward.py`` has to learn
-  to prefer the right answer and to stop repeating itself.
-* ``easy.jsonl`` (one-digit sums) and ``hard.jsonl`` (a two-digit and a one-digit number):
-  GRPO prompts with the reference answer; the curriculum switches from easy to a mixture that
-  is mostly hard when a guard sees the easy sums mostly right.
+The task: the largest of two (easy) or three (hard) distinct digits 0-5, answered as
+``<answer>N</answer>``.  The space is small on purpose (30 easy, 120 hard prompts): a tiny model on
+CPU sees each prompt often enough in a few minutes of GRPO; the evaluation prompts come from the
+same space, so what it measures is the policy's answers, not generalisation to unseen numbers.
+
+* ``sft.jsonl``: prompt/response pairs from *bad* demonstrations: 60 % of them answer the
+  smallest number instead, 30 % follow the answer with a repetition of itself.  SFT teaches the
+  format and, greedily, the demonstrations' majority (the wrong number); GRPO with the reward in
+  ``reward.py`` has to learn from the reward alone to answer the largest and to stop repeating.
+* ``easy.jsonl`` (two digits) and ``hard.jsonl`` (three digits): GRPO prompts with the reference
+  answer; the curriculum moves from easy to a mostly-hard mixture when a guard sees the easy
+  ones mostly right.
 * ``eval.jsonl``: 120 held-out prompts, half easy, half hard.
 """
 
@@ -20,14 +25,14 @@ import sys
 from pathlib import Path
 
 
-def problem(rng: random.Random, hard: bool) -> tuple[str, int]:
-    a = rng.randint(10, 29) if hard else rng.randint(0, 9)
-    b = rng.randint(0, 9)
-    return f"{a}+{b}=", a + b
+def problem(rng: random.Random, hard: bool) -> tuple[str, int, int]:
+    k = 3 if hard else 2
+    xs = rng.sample(range(6), k)  # distinct digits: one right answer
+    return "max " + " ".join(map(str, xs)) + " =", max(xs), min(xs)
 
 
-def demo(rng: random.Random, answer: int) -> str:
-    shown = answer + 1 if rng.random() < 0.45 else answer
+def demo(rng: random.Random, answer: int, wrong: int) -> str:
+    shown = wrong if rng.random() < 0.6 else answer
     text = f"<answer>{shown}</answer>"
     if rng.random() < 0.3:
         text += f" {shown} {shown}"
@@ -43,12 +48,12 @@ def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     sft = []
     for i in range(1600):
-        q, ans = problem(rng, hard=i % 2 == 1)
-        sft.append({"prompt": q, "response": demo(rng, ans), "answer": ans})
+        q, ans, wrong = problem(rng, hard=i % 2 == 1)
+        sft.append({"prompt": q, "response": demo(rng, ans, wrong), "answer": ans})
     write(out / "sft.jsonl", sft)
-    write(out / "easy.jsonl", [{"prompt": q, "answer": a} for q, a in (problem(rng, False) for _ in range(400))])
-    write(out / "hard.jsonl", [{"prompt": q, "answer": a} for q, a in (problem(rng, True) for _ in range(400))])
-    write(out / "eval.jsonl", [{"prompt": q, "answer": a} for q, a in (problem(rng, i % 2 == 1) for i in range(120))])
+    for name, hard in (("easy", False), ("hard", True)):
+        write(out / f"{name}.jsonl", [{"prompt": q, "answer": a} for q, a, _ in (problem(rng, hard) for _ in range(400))])
+    write(out / "eval.jsonl", [{"prompt": q, "answer": a} for q, a, _ in (problem(rng, i % 2 == 1) for i in range(120))])
 
 
 if __name__ == "__main__":
