@@ -121,6 +121,7 @@ class TunixRunner:
         from curriculum import rewarding
 
         self._rdef = rewarding.from_context(ctx.reward)
+        self.metric_names = cfgmod.METRIC_NAMES | frozenset(self._rdef.outcomes)  # + the reward's outcomes
         self.train_sets, self.eval_items = datamod.load_items(self.d, self.seed)
         self.train_items = self.train_sets["default"]
         if not self.train_items:
@@ -989,6 +990,9 @@ class _RewardProbe:
         self.completions = completions
         self.columns = cols
         self.outcome_means = rc.outcome_means(self.rdef.outcomes)
+        # completions the reward left out of every outcome it declares (DIPG: a scorer failure)
+        outs = [rc.outcomes[o] for o in self.rdef.outcomes if o in rc.outcomes]
+        self.errors = sum(1 for i in range(n) if outs and all(not math.isfinite(o[i]) for o in outs))
         return rc.rewards
 
 
