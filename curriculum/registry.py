@@ -40,6 +40,9 @@ _RESERVED = BUILTIN_FUNCTIONS | {"and", "or", "not"}
 
 _lock = threading.RLock()
 _functions: dict[str, Callable[..., object]] = {}
+_rewards: dict[str, object] = {}  # name -> curriculum.rewarding.RewardDef
+#: packages whose import registers built-in rewards (looked up when a name is not registered)
+BUILTIN_REWARD_PROVIDERS: tuple[str, ...] = ("rewards.builtin",)
 
 
 class GuardImportError(ImportError):
@@ -59,6 +62,12 @@ def _validate_name(name: str) -> None:
         raise ValueError(f"'{name}' is a built-in guard function name and cannot be registered")
 
 
+def _decorated_name(what: str, name: str | None, fn: object) -> object:
+    if not callable(fn):
+        raise TypeError(f"{what} expects a callable, got {type(fn).__name__}")
+    return name if name is not None else getattr(fn, "__name__", None)
+
+
 def register_guard(name: str | None = None) -> Callable[[F], F]:
     """Decorator registering ``fn(view, *args) -> bool | float`` under ``name``.
 
@@ -70,9 +79,7 @@ def register_guard(name: str | None = None) -> Callable[[F], F]:
         raise TypeError("use @register_guard() (with parentheses) or @register_guard('name')")
 
     def deco(fn: F) -> F:
-        if not callable(fn):
-            raise TypeError(f"register_guard expects a callable, got {type(fn).__name__}")
-        key = name if name is not None else getattr(fn, "__name__", None)
+        key = _decorated_name("register_guard", name, fn)
         _validate_name(key)  # type: ignore[arg-type]
         with _lock:
             old = _functions.get(key)  # type: ignore[arg-type]
@@ -114,12 +121,15 @@ def scoped() -> Iterator[None]:
     register a guard, use it, and leave the process-wide registry as it was)."""
     with _lock:
         saved = dict(_functions)
+        saved_rewards = dict(_rewards)
     try:
         yield
     finally:
         with _lock:
             _functions.clear()
             _functions.update(saved)
+            _rewards.clear()
+            _rewards.update(saved_rewards)
 
 
 def unregister_guard(name: str) -> None:
@@ -128,15 +138,18 @@ def unregister_guard(name: str) -> None:
         _functions.pop(name, None)
 
 
+def _hint(name: str, names: list[str]) -> tuple[str, str]:
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    return (f"; did you mean '{close[0]}'?" if close else ""), (", ".join(sorted(names)) or "none registered")
+
+
 def get_guard_function(name: str) -> Callable[..., object]:
     """The function registered under ``name``; KeyError (with a suggestion) if none."""
     with _lock:
         fn = _functions.get(name)
         names = list(_functions)
     if fn is None:
-        close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        known = ", ".join(sorted(names)) or "none registered"
+        hint, known = _hint(name, names)
         raise KeyError(f"no guard function named '{name}'{hint} (known: {known})")
     return fn
 
@@ -150,6 +163,106 @@ def guard_functions() -> dict[str, Callable[..., object]]:
     """A snapshot copy of the registry: name -> function (pass it to evaluate/update)."""
     with _lock:
         return dict(_functions)
+
+
+def register_reward(
+    name: str | None = None,
+    *,
+    keys: "list[str] | tuple[str, ...]" = (),
+    outcomes: "list[str] | tuple[str, ...]" = (),
+    max_reward: Callable[..., float | None] | None = None,
+    presets: "dict[str, dict[str, float]] | None" = None,
+    evaluate: Callable[..., object] | None = None,
+) -> Callable[[F], F]:
+    """Decorator registering a reward ``fn(prompts, completions, values, **columns)`` (see
+    :mod:`curriculum.rewarding`) under ``name`` (default: the function's ``__name__``), with
+    the value ``keys`` its presets hold, the ``outcomes`` it reports (per-step metrics guards
+    can read), optionally ``max_reward(values, **item_columns)`` and built-in ``presets``.
+    A spec then says ``[reward] name = "NAME"``.  Re-registering a name warns and replaces."""
+    if callable(name) and not isinstance(name, str):
+        raise TypeError("use @register_reward(keys=[...]) (with parentheses) or @register_reward('name', keys=[...])")
+
+    def deco(fn: F) -> F:
+        from curriculum.rewarding import RewardDef, outcome_name_problem
+
+        key = _decorated_name("register_reward", name, fn)
+        if not isinstance(key, str) or not _NAME_RE.match(key):
+            raise ValueError(f"reward name must be an identifier (letters, digits, _), got {key!r}")
+        ks = tuple(keys)
+        for k in ks:
+            if not isinstance(k, str) or not _NAME_RE.match(k):
+                raise ValueError(f"reward '{key}': value keys are identifiers, got {k!r}")
+        for o in outcomes:
+            why = outcome_name_problem(o)
+            if why:
+                raise ValueError(f"reward '{key}': {why}")
+        for pname, vals in (presets or {}).items():
+            bad = sorted(set(vals) ^ set(ks))
+            if bad:
+                raise ValueError(f"reward '{key}': preset '{pname}' must hold exactly the keys {', '.join(ks)} (differs in {', '.join(bad)})")
+        d = RewardDef(
+            name=key,
+            fn=fn,
+            keys=ks,
+            outcomes=tuple(outcomes),
+            max_reward=max_reward,
+            presets={p: dict(v) for p, v in (presets or {}).items()},
+            evaluate=evaluate,
+            source=_where(fn),
+        )
+        with _lock:
+            old = _rewards.get(key)
+            if old is not None and old.fn is not fn and not _same_function(old.fn, fn):  # type: ignore[attr-defined]
+                warnings.warn(
+                    f"reward '{key}' was already registered ({_where(old.fn)}); replacing it with {_where(fn)}",  # type: ignore[attr-defined]
+                    UserWarning,
+                    stacklevel=2,
+                )
+            _rewards[key] = d
+        return fn
+
+    return deco
+
+
+def _load_builtin_rewards() -> None:
+    for mod in BUILTIN_REWARD_PROVIDERS:
+        m = importlib.import_module(mod)
+        reg = getattr(m, "register", None)
+        if callable(reg):
+            reg()
+
+
+def get_reward(name: str):
+    """The :class:`curriculum.rewarding.RewardDef` registered under ``name``; KeyError with a
+    suggestion if none (built-in rewards are registered on first use)."""
+    with _lock:
+        d = _rewards.get(name)
+    if d is None:
+        _load_builtin_rewards()
+        with _lock:
+            d = _rewards.get(name)
+            names = list(_rewards)
+        if d is None:
+            hint, known = _hint(name, names)
+            raise KeyError(
+                f"no reward named '{name}'{hint} (registered: {known}; a module that registers one goes in "
+                "run.guard_modules, or name the function itself with function = \"MODULE:FUNCTION\")"
+            )
+    return d
+
+
+def reward_for_function(fn: Callable[..., object]):
+    """The RewardDef registered for this very function object, or None."""
+    with _lock:
+        for d in _rewards.values():
+            if d.fn is fn:  # type: ignore[attr-defined]
+                return d
+    return None
+
+
+def reward_names() -> frozenset[str]:
+    with _lock:
+        return frozenset(_rewards)
 
 
 def import_guard_modules(modules: list[str], base_dir: Path) -> list[str]:
@@ -238,4 +351,8 @@ __all__ = [
     "guard_function_names",
     "guard_functions",
     "import_guard_modules",
+    "register_reward",
+    "get_reward",
+    "reward_for_function",
+    "reward_names",
 ]

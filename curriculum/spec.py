@@ -54,14 +54,20 @@ class RunSection(_Strict):
     # A step with NaN/inf rewards or trainer numbers is always counted and logged; then "skip"
     # trains on (guard statistics ignore non-finite values), "stop_phase" ends the phase with
     # reason "nonfinite", and "penalty" is "skip" for the engine: the reward function itself
-    # (rewards.DipgReward, on_error="penalty") scores a non-finite reward as a penalty.
+    # (DIPG's scores a scorer failure as format_mismatch_penalty) decides what a bad completion gets.
     on_nonfinite: Literal["skip", "penalty", "stop_phase"] = "skip"
     description: str = ""
 
 
 class RewardSection(_Strict):
-    name: Literal["dipg"] = "dipg"
-    top_reward: float | None = None  # default: computed from the preset in force
+    # a registered reward (built-in "dipg", the default, or one a guard_modules module registers)
+    name: str | None = None
+    # or the function itself: "MODULE:FUNCTION" ("rewards/mine.py:score" inside the spec's folder,
+    # or "my_pkg.rewards:score"); see curriculum/rewarding.py for how it is called
+    function: str | None = None
+    keys: list[str] | None = None  # the value keys its presets hold (when not registered with them)
+    outcomes: list[str] | None = None  # the outcome metrics it reports (idem)
+    top_reward: float | None = None  # default: the reward's max_reward under the values in force
     eval_preset: str | None = None  # default: the phase's own preset
 
 
@@ -141,6 +147,7 @@ class Spec:
     metric_names: frozenset[str]
     function_names: frozenset[str]
     overrides: list[str] = field(default_factory=list)
+    reward: Any = None  # curriculum.rewarding.RewardDef: the reward this spec trains with
 
     @property
     def phases(self) -> dict[str, PhaseSection]:
@@ -383,7 +390,6 @@ def _validate(
     # Imports here keep `curriculum.spec` importable without the guard layer's cost at import.
     from curriculum import modcheck, registry
     from curriculum.guards import GuardConfigError, compile_guard
-    from rewards import PRESETS, REWARD_KEYS
     import runners
 
     def W(*key: Any) -> str:
@@ -423,7 +429,29 @@ def _validate(
         )
     else:
         hooks = runners.get_hooks(kind)
+        model.data = copy.deepcopy(model.data)  # the stored spec (raw) keeps the paths as written
+        _absolute_data_paths(model.data, p.parent if p else Path.cwd())
         for key, msg in hooks.validate_config(model.model, model.data, model.runner):
+            problems.append(f"{W(*key.split('.'))}: {msg}")
+
+    base_dir = (p.parent if p else Path.cwd()).resolve()  # the import check runs in base_dir: never relative to it
+    # user code: checked where it lies and imported in a child process with a time limit first
+    unsafe = modcheck.check(list(model.run.guard_modules), base_dir)
+    if unsafe:  # the guards would only repeat it as unknown functions
+        raise SpecError(problems + [f"{W('run', 'guard_modules')}: {why}" for why in unsafe])
+    try:
+        registry.import_guard_modules(list(model.run.guard_modules), base_dir)
+    except Exception as e:  # noqa: BLE001 - reported as a spec problem
+        problems.append(f"{W('run', 'guard_modules')}: {e}")
+
+    # the reward: registered by name, or a function named by module (checked like guard modules)
+    reward_def = _resolve_reward(model, base_dir, W, problems)
+    if reward_def is None:  # every preset and penalty would only repeat it
+        raise SpecError(problems)
+    REWARD_KEYS = reward_def.keys
+    PRESETS = reward_def.presets
+    if hooks is not None and hasattr(hooks, "validate_reward"):
+        for key, msg in hooks.validate_reward(reward_def):
             problems.append(f"{W(*key.split('.'))}: {msg}")
 
     # presets: resolve `base`, check keys
@@ -468,7 +496,8 @@ def _validate(
         if missing and ok:
             problems.append(
                 f"{W('presets', name)}: preset '{name}' is missing "
-                f"{', '.join(missing)}; declare every reward key or set base = \"soft\" to inherit"
+                f"{', '.join(missing)}; declare every key of reward '{reward_def.name}'"
+                + (f" or set base = \"{next(iter(PRESETS))}\" to inherit" if PRESETS else "")
             )
             ok = False
         if ok:
@@ -492,7 +521,7 @@ def _validate(
                 f"{W('phases', name, 'preset')}: unknown preset '{ph.preset}'; expected "
                 f"{one_of(preset_names)}{suggest(ph.preset, preset_names)}"
             )
-        if ph.kind == "grpo" and ph.preset is None:
+        if ph.kind == "grpo" and ph.preset is None and REWARD_KEYS:
             problems.append(
                 f"{W('phases', name)}: a grpo phase needs preset = NAME; expected {one_of(preset_names)}"
             )
@@ -507,6 +536,19 @@ def _validate(
                 f"{W('phases', name, 'eval', 'preset')}: unknown preset '{ph.eval.preset}'; expected "
                 f"{one_of(preset_names)}{suggest(ph.eval.preset, preset_names)}"
             )
+        if (
+            ph.kind == "sft"
+            and ph.eval.enabled
+            and ph.eval.preset is None
+            and model.reward.eval_preset is None
+            and REWARD_KEYS
+            and not PRESETS
+        ):
+            problems.append(
+                f"{W('phases', name, 'eval')}: an sft phase has no preset, and reward '{reward_def.name}' has no "
+                f"built-in one to score its evaluation with; set [reward] eval_preset = NAME or eval.preset "
+                f"(expected {one_of(preset_names)}), or eval = {{ enabled = false }}"
+            )
         if ph.kind == "eval" and ph.max_steps is not None:
             problems.append(f"{W('phases', name, 'max_steps')}: an eval phase trains no steps; remove max_steps")
         if hooks is not None:
@@ -515,23 +557,17 @@ def _validate(
                 if sub and sub[0] == "train":
                     sub = sub[1:]
                 problems.append(f"{W('phases', name, 'train', *sub)}: {msg}")
+            if hasattr(hooks, "validate_phase_data"):
+                for key, msg in hooks.validate_phase_data(ph.kind, ph.train, model.data):
+                    problems.append(f"{W('phases', name, *key.split('.'))}: {msg}")
     if model.reward.eval_preset is not None and model.reward.eval_preset not in preset_names:
         problems.append(
             f"{W('reward', 'eval_preset')}: unknown preset '{model.reward.eval_preset}'; expected "
             f"{one_of(preset_names)}{suggest(model.reward.eval_preset, preset_names)}"
         )
 
-    # custom guard modules, then metric and function names
-    base_dir = p.parent if p else Path.cwd()
-    # user code: checked where it lies and imported in a child process with a time limit first
-    unsafe = modcheck.check(list(model.run.guard_modules), base_dir)
-    if unsafe:  # the guards would only repeat it as unknown functions
-        raise SpecError(problems + [f"{W('run', 'guard_modules')}: {why}" for why in unsafe])
-    try:
-        registry.import_guard_modules(list(model.run.guard_modules), base_dir)
-    except Exception as e:  # noqa: BLE001 - reported as a spec problem
-        problems.append(f"{W('run', 'guard_modules')}: {e}")
-    metric_names = set(model.run.extra_metrics)
+    # custom guard modules (done first: they may register the reward), then metric and function names
+    metric_names = set(model.run.extra_metrics) | set(reward_def.outcomes)
     if hooks is not None:
         metric_names |= set(getattr(hooks, "METRIC_NAMES", None) or runners.ALL_METRICS)
     functions = frozenset(registry.guard_function_names())
@@ -654,7 +690,60 @@ def _validate(
         metric_names=frozenset(metric_names),
         function_names=functions,
         overrides=overrides,
+        reward=reward_def,
     )
+
+
+def _absolute_data_paths(data: dict[str, Any], base_dir: Path) -> None:
+    """A jsonl dataset's paths are relative to the spec's folder: made absolute in the resolved
+    model (the stored spec keeps them as written), so a runner finds them from any directory."""
+    if data.get("source") != "jsonl":
+        return
+
+    def fix(tbl: Any) -> None:
+        if not isinstance(tbl, dict):
+            return
+        for k in ("path", "eval_path"):
+            v = tbl.get(k)
+            if isinstance(v, str) and v and "\x00" not in v and not Path(v).expanduser().is_absolute():
+                tbl[k] = str((base_dir / v).resolve())
+
+    fix(data)
+    sets = data.get("sets")
+    if isinstance(sets, dict):
+        for t in sets.values():
+            fix(t)
+
+
+def _resolve_reward(model: SpecModel, base_dir: Path, W: Any, problems: list[str]) -> Any:
+    """The spec's reward (a curriculum.rewarding.RewardDef), or None after adding the problem.
+
+    A ``function`` in a module file is checked like a guard module (inside the spec's folder,
+    imported in a child process with a time limit first); the resolved spec then names it by
+    absolute path, so a runner finds it whatever its working directory.
+    """
+    from curriculum import modcheck, rewarding
+
+    tbl = model.reward.model_dump()
+    ref = tbl.get("function")
+    if ref is not None:
+        try:
+            mod, attr = rewarding.split_function_ref(ref)
+        except ValueError as e:
+            problems.append(f"{W('reward', 'function')}: {e}")
+            return None
+        unsafe = modcheck.check([mod], base_dir)
+        if unsafe:
+            problems.extend(f"{W('reward', 'function')}: {why.replace('guard module', 'reward module')}" for why in unsafe)
+            return None
+    try:
+        d = rewarding.resolve(tbl, base_dir)
+    except rewarding.RewardSpecError as e:
+        problems.append(f"{W('reward', e.key)}: {e.message}")
+        return None
+    if ref is not None and modcheck._is_path(mod):
+        model.reward.function = f"{(base_dir / mod).resolve()}:{attr}"
+    return d
 
 
 _INT64 = 2**63

@@ -20,12 +20,11 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from curriculum import limits
 from curriculum.errors import CurriculumError
 from runners.base import (
-    OUTCOME_RATE_METRICS,
     REWARD_STEP_METRICS,
     TRAINER_METRICS,
     PhaseSetup,
@@ -33,7 +32,7 @@ from runners.base import (
     reward_step_stats,
 )
 
-METRIC_NAMES = frozenset(REWARD_STEP_METRICS) | frozenset(OUTCOME_RATE_METRICS) | frozenset(TRAINER_METRICS)
+METRIC_NAMES = frozenset(REWARD_STEP_METRICS) | frozenset(TRAINER_METRICS)  # + the reward's outcomes (the spec adds them)
 
 
 class ReplayConfig(BaseModel):
@@ -41,7 +40,7 @@ class ReplayConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     kind: str = "replay"
     trace: str | None = None
-    top_reward: float | None = None  # default: the maximum reward of the preset in force
+    top_reward: float | None = None  # default: the reward's max_reward under the values in force
 
 
 def validate_config(model: dict, data: dict, runner: dict) -> list[tuple[str, str]]:
@@ -196,6 +195,9 @@ class ReplayRunner:
         if self._top_override is None:
             self._top_override = cfg.top_reward if cfg.top_reward is not None else ctx.reward.get("top_reward")
         self.steps, self.digest = read_trace(self._trace_path)
+        from curriculum import rewarding
+
+        self._reward = rewarding.from_context(ctx.reward)
         if ctx.process_count > 1:
             self._state_file = f"replay.p{ctx.process_index}.json"
 
@@ -206,10 +208,8 @@ class ReplayRunner:
         self.penalties = dict(values)
         if self._top_override is not None:
             self.top_reward = float(self._top_override)
-        elif self.penalties:
-            from rewards import max_reward
-
-            self.top_reward = float(max_reward(self.penalties))
+        elif self.penalties and getattr(self, "_reward", None) is not None:
+            self.top_reward = self._reward.top(self.penalties)  # None when the reward declares no maximum
         else:
             self.top_reward = None
 

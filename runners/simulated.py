@@ -140,6 +140,21 @@ def validate_config(model: dict, data: dict, runner: dict) -> list[tuple[str, st
     return out
 
 
+def validate_reward(reward: Any) -> list[tuple[str, str]]:
+    """The simulation's outcomes pay sums of DIPG's value keys: the reward must take them."""
+    need = sorted({k for keys, _ in OUTCOMES.values() for k in keys} - set(reward.keys))
+    if need:
+        return [
+            (
+                "runner.kind",
+                f"the simulated runner draws DIPG outcomes, paid in DIPG's value keys, but reward "
+                f"'{reward.name}' does not take {', '.join(need)}; dry-run another reward with the replay "
+                "runner (a trace of its rewards) or the tunix runner",
+            )
+        ]
+    return []
+
+
 def validate_phase(kind: str, train: dict) -> list[tuple[str, str]]:
     return []  # the simulation has no hyperparameters; extra keys are ignored by design
 

@@ -85,10 +85,15 @@ def test_phase_validation_messages():
 
 
 def test_metric_names_cover_the_protocol():
+    """The runner's own metrics; the outcome rates are the reward's (DIPG's by default)."""
+    from curriculum.spec import load_spec
     from runners.base import OUTCOME_RATE_METRICS, REWARD_STEP_METRICS, TRAINER_METRICS
 
-    for name in REWARD_STEP_METRICS + OUTCOME_RATE_METRICS + TRAINER_METRICS:
+    for name in REWARD_STEP_METRICS + TRAINER_METRICS:
         assert name in cfg.METRIC_NAMES
+    assert not set(OUTCOME_RATE_METRICS) & cfg.METRIC_NAMES
+    spec = load_spec("examples/dipg.toml")
+    assert set(OUTCOME_RATE_METRICS) <= spec.metric_names
 
 
 def test_config_import_is_cheap():
@@ -124,7 +129,7 @@ def test_penalty_change_changes_rewards_of_the_same_completions():
     from rewards import PRESETS, score
     from rewards.data import generate_items
 
-    from runners.tunix.runner import TunixRunner, _RewardProbe, reward_metrics
+    from runners.tunix.runner import TunixRunner, reward_metrics
 
     items = generate_items(6, seed=3)
     completions = []
@@ -139,10 +144,10 @@ def test_penalty_change_changes_rewards_of_the_same_completions():
     }
     runner = TunixRunner()  # reward plumbing works without open()
     runner.set_penalties(PRESETS["soft"])
-    probe = _RewardProbe(runner._make_reward())
+    probe = runner._make_reward()
     assert probe.__name__ == "dipg_reward"
     soft = probe(prompts=["p"] * len(completions), completions=completions, mode="train", **cols)
-    m_soft = reward_metrics(probe.rewards, probe.task_types, runner._live.values, 4, probe.metrics)
+    m_soft = reward_metrics(runner._reward_def(), probe, runner._live.values, 4)
     runner.set_penalties(PRESETS["medium"])  # between chunks
     medium = probe(prompts=["p"] * len(completions), completions=completions, mode="train", **cols)
     assert soft != medium

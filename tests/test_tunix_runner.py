@@ -73,7 +73,7 @@ def test_sft_to_grpo_chunks_penalties_eval_and_restore(tmp_path):
     for i, (text, reward) in enumerate(zip(probe.completions, probe.rewards)):
         item = Item(
             id=str(i),
-            type=probe.task_types[i],
+            type=probe.columns["task_type"][i],
             context=probe.columns["context"][i],
             question=probe.columns["question"][i],
             expected_answer=extract_answer(probe.columns["expected_answer"][i]),

@@ -6,7 +6,18 @@ import math
 from pathlib import Path
 from datetime import datetime
 from typing import Any, Mapping, Sequence
-from curriculum.report.load import _baseline_and_final, _diff_interval, _finite, _int_or_none, _num, END_PHASE, PhaseVisit, PNG_NAME, RunData, TABLE_RATES
+from curriculum.report.load import (
+    END_PHASE,
+    PNG_NAME,
+    TABLE_RATES,
+    PhaseVisit,
+    RunData,
+    _baseline_and_final,
+    _diff_interval,
+    _finite,
+    _int_or_none,
+    _num,
+)
 
 # --------------------------------------------------------------------------------------------
 # formatting helpers
@@ -136,9 +147,22 @@ def _end_state(run: RunData) -> str:
 # plain-text summary table
 
 
+def _table_rates(run: RunData) -> tuple[tuple[str, str], ...]:
+    """The rates of the tables: DIPG's when the evaluations report them, else the outcome rates
+    the run's reward reports (every evaluated metric with an interval, reward statistics aside)."""
+    evals = [v.eval for v in run.visits if v.eval]
+    if not evals or any(k in e for e in evals for k, _ in TABLE_RATES):
+        return TABLE_RATES
+    keys: list[str] = []
+    for e in evals:
+        keys += [k for k in e if f"{k}_lo" in e and not k.startswith("reward_") and k not in keys]
+    return tuple((k, k[: -len("_rate")] if k.endswith("_rate") else k) for k in keys[:6])
+
+
 def _table_rows(run: RunData) -> tuple[list[str], list[list[str]]]:
+    rates = _table_rates(run)
     header = ["#", "phase", "steps", "range", "preset", "reward mean", "reward max"]
-    header += [label for _, label in TABLE_RATES] + ["eval n"]
+    header += [label for _, label in rates] + ["eval n"]
     rows = []
     for v in run.visits:
         row = [
@@ -150,7 +174,7 @@ def _table_rows(run: RunData) -> tuple[list[str], list[list[str]]]:
             _fmt_float(v.reward_mean()),
             _fmt_float(v.reward_max()),
         ]
-        for key, _ in TABLE_RATES:
+        for key, _ in rates:
             iv = v.eval_interval(key)
             row.append(iv.fmt() if iv else "–")
         n = _num((v.eval or {}).get("n_items"))
@@ -281,7 +305,7 @@ def write_markdown(run: RunData, path: str | Path, png_name: str | None = PNG_NA
         L.append("")
         L.append("| metric | start | end | change [95% CI] |")
         L.append("|---|---|---|---|")
-        for key in ("safe_rate", "hallucination_rate", "refusal_rate", "consistency_rate"):
+        for key, _ in _table_rates(run):
             a, b = base.eval_interval(key), final.eval_interval(key)
             if a is None or b is None:
                 continue

@@ -112,13 +112,46 @@ class ModelSection(BaseModel):
         return family_of(self.preset)
 
 
+_FIELD_ROLES = ("prompt", "answer", "response", "messages")
+
+
+def _check_fields(fields: dict[str, str] | None) -> None:
+    for k, v in (fields or {}).items():
+        if k not in _FIELD_ROLES:
+            raise ValueError(f"fields: unknown role {k!r}; expected one of: {', '.join(_FIELD_ROLES)}")
+        if not isinstance(v, str) or not v:
+            raise ValueError(f"fields.{k}: expected the name of a key in the records, got {v!r}")
+    if fields and "messages" in fields and ("response" in fields or "prompt" in fields):
+        raise ValueError("fields: give messages (chat records) or prompt/response (pairs), not both")
+
+
+class DataSetSection(BaseModel):
+    """One named dataset of ``[data.sets.NAME]`` (a phase trains on it with ``train.data``)."""
+
+    model_config = _STRICT
+
+    path: str
+    fields: dict[str, str] | None = None  # default: the [data] table's
+    columns: list[str] | None = None  # default: the [data] table's
+
+    @model_validator(mode="after")
+    def _check(self) -> "DataSetSection":
+        _check_fields(self.fields)
+        return self
+
+
 class DataSection(BaseModel):
     """The ``[data]`` table."""
 
     model_config = _STRICT
 
-    source: Literal["synthetic", "sharegpt"] = "synthetic"
-    path: str | None = None  # sharegpt: a .json / .jsonl file
+    # synthetic / sharegpt: the DIPG datasets; jsonl: your own records (see runners/datasets.py)
+    source: Literal["synthetic", "sharegpt", "jsonl"] = "synthetic"
+    path: str | None = None  # sharegpt: a .json / .jsonl file; jsonl: the default dataset
+    eval_path: str | None = None  # jsonl: a held-out file (default: eval_items split off path)
+    fields: dict[str, str] = Field(default_factory=dict)  # jsonl: role -> key (prompt, answer, response, messages)
+    columns: list[str] = Field(default_factory=list)  # jsonl: more keys passed on to the reward
+    sets: dict[str, DataSetSection] = Field(default_factory=dict)  # jsonl: more datasets by name
     num_items: int = Field(default=2000, ge=1)  # synthetic: training items generated
     eval_items: int = Field(default=100, ge=1)  # held-out items (eval set)
     seed: int | None = None  # default: the run seed
@@ -128,9 +161,21 @@ class DataSection(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "DataSection":
-        if self.source == "sharegpt" and not self.path:
-            raise ValueError("path: required when source = 'sharegpt' (a .json or .jsonl file)")
+        if self.source in ("sharegpt", "jsonl") and not self.path:
+            raise ValueError(f"path: required when source = '{self.source}' (a .jsonl file)")
+        if self.source != "jsonl":
+            for k in ("eval_path", "sets"):
+                if getattr(self, k):
+                    raise ValueError(f"{k}: only for source = 'jsonl'")
+            if self.fields or self.columns:
+                raise ValueError("fields: only for source = 'jsonl' (the DIPG sources have fixed columns)")
+        _check_fields(self.fields)
+        if "default" in self.sets:
+            raise ValueError("sets.default: 'default' names the [data] table's own dataset; pick another name")
         return self
+
+    def set_names(self) -> list[str]:
+        return ["default", *self.sets]
 
 
 class RunnerSection(BaseModel):
@@ -266,7 +311,7 @@ def parse_runner(runner: dict[str, Any]) -> RunnerSection:
 def parse_phase(kind: str, train: dict[str, Any]) -> BaseModel:
     if kind not in PHASE_MODELS:
         raise ValueError(f"unknown phase kind {kind!r}; expected one of: {', '.join(PHASE_MODELS)}")
-    return PHASE_MODELS[kind].model_validate(dict(train or {}))
+    return PHASE_MODELS[kind].model_validate({k: v for k, v in dict(train or {}).items() if k != "data"})
 
 
 #: ``model_type`` values of a Hugging Face config.json that each family loads.
@@ -354,9 +399,72 @@ def validate_config(
         if prefix == "data" and obj.source == "sharegpt" and obj.path:  # type: ignore[attr-defined]
             if not Path(obj.path).expanduser().exists():  # type: ignore[attr-defined]
                 errs.append(("data.path", f"file does not exist: {obj.path}"))  # type: ignore[attr-defined]
+        if prefix == "data" and obj.source == "jsonl":  # type: ignore[attr-defined]
+            errs += _check_jsonl(obj)  # type: ignore[arg-type]
     if parsed_model is not None:
         errs += check_model_paths(parsed_model)
     return errs
+
+
+def _check_jsonl(d: DataSection) -> list[tuple[str, str]]:
+    """Every file of a jsonl [data] table reads, holds the mapped fields and is not empty."""
+    from runners.datasets import DataFileError, read_jsonl
+
+    errs: list[tuple[str, str]] = []
+    files = [("data", d.path, d.fields, d.columns), ("data.eval", d.eval_path, d.fields, d.columns)]
+    files += [(f"data.sets.{n}", s.path, s.fields if s.fields is not None else d.fields,
+               s.columns if s.columns is not None else d.columns) for n, s in d.sets.items()]
+    for key, path, fields, cols in files:
+        if path is None:
+            continue
+        try:
+            read_jsonl(Path(path).expanduser(), fields, cols, key, eval_file=key == "data.eval")
+        except DataFileError as e:
+            k = e.key.replace("data.eval.path", "data.eval_path").replace("data.eval.", "data.")
+            errs.append((k, e.message))
+    return errs
+
+
+def phase_data(train: dict[str, Any]) -> Any:
+    """A phase's ``train.data``: None (the default dataset), a set name, or {name: weight}."""
+    return dict(train or {}).get("data")
+
+
+def validate_phase_data(kind: str, train: dict[str, Any], data: dict[str, Any]) -> list[tuple[str, str]]:
+    """``train.data`` names datasets of [data] (a mixture: positive weights, grpo phases only);
+    an SFT phase's dataset has responses."""
+    sel = phase_data(train)
+    try:
+        d = DataSection.model_validate(dict(data or {}))
+    except ValidationError:
+        return []  # reported on [data] itself
+    if sel is None:
+        names: dict[str, float] = {"default": 1.0}
+    elif isinstance(sel, str):
+        names = {sel: 1.0}
+    elif isinstance(sel, dict) and sel:
+        names = sel
+    else:
+        return [("train.data", f"expected a dataset name or a table {{NAME = weight, ...}}, got {sel!r}")]
+    known = d.set_names() if d.source == "jsonl" else ["default"]
+    out: list[tuple[str, str]] = []
+    from curriculum.errors import one_of, suggest
+
+    for n, w in names.items():
+        if n not in known:
+            out.append((f"train.data.{n}" if isinstance(sel, dict) else "train.data",
+                        f"unknown dataset '{n}'; expected {one_of(known)}{suggest(n, known)} ([data.sets.NAME] declares one)"))
+        elif isinstance(w, bool) or not isinstance(w, (int, float)) or not w > 0 or w != w or w == float("inf"):
+            out.append((f"train.data.{n}", f"a mixture weight is a positive number, got {w!r}"))
+    if isinstance(sel, dict) and len(sel) > 1 and kind != "grpo":
+        out.append(("train.data", "a weighted mixture is for grpo phases; an sft phase names one dataset"))
+    if kind == "sft" and not out and d.source == "jsonl":
+        (n,) = names
+        f = d.fields if n == "default" or d.sets[n].fields is None else d.sets[n].fields
+        if "response" not in f and "messages" not in f:
+            out.append(("train.data", f"sft phase on dataset '{n}', whose records have no SFT target: "
+                        "map fields.response (prompt/response pairs) or fields.messages (chats)"))
+    return out
 
 
 def validate_phase(kind: str, train: dict[str, Any]) -> list[tuple[str, str]]:
@@ -365,17 +473,18 @@ def validate_phase(kind: str, train: dict[str, Any]) -> list[tuple[str, str]]:
         return [("kind", f"unknown phase kind {kind!r}; expected one of: {', '.join(PHASE_MODELS)}")]
     section = PHASE_MODELS[kind]
     try:
-        section.model_validate(dict(train or {}))
+        section.model_validate({k: v for k, v in dict(train or {}).items() if k != "data"})
     except ValidationError as exc:
         return _unknown_key_hint(section, _format_errors(exc, "train"), "train")
     return []
 
 
 def _metric_names() -> frozenset[str]:
-    from runners.base import OUTCOME_RATE_METRICS, REWARD_STEP_METRICS, TRAINER_METRICS
+    from runners.base import REWARD_STEP_METRICS, TRAINER_METRICS
 
     extra = ("step_time", "perplexity", "pg_clipfrac", "reward_errors")
-    return frozenset(REWARD_STEP_METRICS + OUTCOME_RATE_METRICS + TRAINER_METRICS + extra)
+    # the outcome metrics come from the reward's declaration (the spec adds them)
+    return frozenset(REWARD_STEP_METRICS + TRAINER_METRICS + extra)
 
 
 #: Every per-step metric name the Tunix runner can report (guards may only use these).

@@ -1,4 +1,8 @@
-"""Datasets of the Tunix runner: items -> prompts, SFT token batches, GRPO prompt batches.
+"""Datasets of the Tunix runner: examples -> prompts, SFT token batches, GRPO prompt batches.
+
+Examples (runners.datasets.Example) come from the ``[data]`` table: your own JSONL records, or
+the DIPG datasets; a phase trains on the default dataset, a named one (``train.data = "hard"``)
+or a weighted mixture (``train.data = { easy = 1, hard = 3 }``).
 
 Both streams are deterministic functions of (seed, epoch, position), so their position is two
 integers that go into the checkpoint JSON; a resumed run continues with the exact next batch.
@@ -7,7 +11,8 @@ integers that go into the checkpoint JSON; a resumed run continues with the exac
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -15,10 +20,29 @@ from runners.tunix.config import DataSection
 from runners.tunix.text import ChatTemplate
 
 
-def load_items(d: DataSection, seed: int) -> tuple[list[Any], list[Any]]:
-    """(train items, eval items) from the ``[data]`` table, via rewards.data."""
+def load_items(d: DataSection, seed: int) -> tuple[dict[str, list[Any]], list[Any]]:
+    """({dataset name: train examples}, eval examples) from the ``[data]`` table."""
     from rewards import data as rdata
 
+    from runners.datasets import from_dipg, read_jsonl
+
+    if d.source == "jsonl":
+        sets = {"default": read_jsonl(Path(d.path), d.fields, d.columns, "data")}  # type: ignore[arg-type]
+        for n, s in d.sets.items():
+            sets[n] = read_jsonl(Path(s.path), s.fields if s.fields is not None else d.fields,
+                                 s.columns if s.columns is not None else d.columns, f"data.sets.{n}")
+        if d.eval_path:
+            ev = read_jsonl(Path(d.eval_path), d.fields, d.columns, "data", eval_file=True)
+        else:
+            items = sets["default"]
+            if len(items) < 2:
+                raise ValueError(f"data.path: {d.path} holds {len(items)} records; need at least 2 (or give data.eval_path)")
+            perm = np.random.default_rng([seed, 4099]).permutation(len(items))
+            k = min(d.eval_items, len(items) // 2)
+            held = set(perm[:k].tolist())
+            ev = [items[i] for i in sorted(held)]
+            sets["default"] = [it for i, it in enumerate(items) if i not in held]
+        return sets, ev
     if d.source == "synthetic":
         items = rdata.generate_items(d.num_items + d.eval_items, seed=seed)
     else:
@@ -27,13 +51,26 @@ def load_items(d: DataSection, seed: int) -> tuple[list[Any], list[Any]]:
             raise ValueError(f"data.path: {d.path} holds {len(items)} usable items; need at least 2")
     frac = min(0.5, d.eval_items / max(1, len(items)))
     train, ev = rdata.split_items(items, eval_fraction=frac, seed=seed)
-    return list(train), list(ev)
+    return {"default": [from_dipg(it) for it in train]}, [from_dipg(it) for it in ev]
 
 
 def prompt_text(item: Any, template: ChatTemplate, system_prompt: str | None) -> str:
-    from rewards import build_prompt
+    """The prompt an example is conditioned on (the spec's system prompt, else the record's)."""
+    from runners.datasets import as_example
 
-    return template.prompt(build_prompt(item.context, item.question, system_prompt=system_prompt))
+    ex = as_example(item)
+    return template.prompt(ex.user, system_prompt if system_prompt is not None else ex.system)
+
+
+def columns_of(items: Sequence[Any]) -> dict[str, list[Any]]:
+    """The reward columns of examples, one list per column (a missing value is "")."""
+    from runners.datasets import as_example
+
+    exs = [as_example(it) for it in items]
+    names: list[str] = []
+    for ex in exs:
+        names += [k for k in ex.columns if k not in names]
+    return {k: [ex.columns.get(k, "") for ex in exs] for k in names}
 
 
 @dataclass
@@ -94,10 +131,12 @@ class SftData:
         end_id: int | None,
         shuffle: bool = True,
     ) -> None:
+        from runners.datasets import as_example
+
         rows, masks, lengths = [], [], []
         self.truncated = 0
         self.dropped = 0
-        for it in items:
+        for it in (as_example(x) for x in items):
             p = list(tokenizer.encode(prompt_text(it, template, system_prompt)))
             r = list(tokenizer.encode(it.reference))
             if bos_id is not None and bos_id >= 0:
@@ -181,31 +220,62 @@ class SftData:
 
 
 class PromptData:
-    """GRPO prompt batches: dicts of numpy string arrays (the columns DipgReward reads)."""
+    """GRPO prompt batches: dicts of numpy arrays, "prompts" and every reward column."""
 
     def __init__(
         self, items: Sequence[Any], template: ChatTemplate, system_prompt: str | None, seed: int, shuffle: bool = True
     ) -> None:
-        self.items = list(items)
+        from runners.datasets import as_example
+
+        self.items = [as_example(it) for it in items]
         self.prompts = [prompt_text(it, template, system_prompt) for it in self.items]
+        self.columns = columns_of(self.items)
         self.cursor = Cursor(len(self.items), seed + 7919, shuffle)
 
+    def rows(self, idx: Sequence[int]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {"prompts": [self.prompts[i] for i in idx]}
+        for k, col in self.columns.items():
+            out[k] = [col[i] for i in idx]
+        return out
+
     def next_batch(self, batch_size: int) -> dict[str, np.ndarray]:
-        idx = self.cursor.take(batch_size)
-        its = [self.items[i] for i in idx]
-        return {
-            "prompts": np.asarray([self.prompts[i] for i in idx], dtype=object),
-            "context": np.asarray([it.context for it in its], dtype=object),
-            "question": np.asarray([it.question for it in its], dtype=object),
-            "expected_answer": np.asarray([it.expected_answer for it in its], dtype=object),
-            "task_type": np.asarray([it.type for it in its], dtype=object),
-        }
+        return {k: np.asarray(v, dtype=object) for k, v in self.rows(self.cursor.take(batch_size).tolist()).items()}
+
+
+class MixedPrompts:
+    """A weighted mixture of prompt streams: each slot of a batch picks its dataset with a draw
+    seeded by (seed, batches drawn), then takes that dataset's next prompt; deterministic, and
+    its position (the batch count) goes into the checkpoint with each stream's cursor."""
+
+    def __init__(self, sources: Mapping[str, PromptData], weights: Mapping[str, float], seed: int) -> None:
+        self.sources = dict(sources)
+        self.names = list(weights)
+        w = np.asarray([float(weights[n]) for n in self.names], dtype=np.float64)
+        self.p = w / w.sum()
+        self.seed = seed
+        self.drawn = 0
+        cols: list[str] = []
+        for n in self.names:
+            cols += [c for c in self.sources[n].columns if c not in cols]
+        self.column_names = cols
+
+    def next_batch(self, batch_size: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng([self.seed, 52711, self.drawn])
+        self.drawn += 1
+        picks = rng.choice(len(self.names), size=batch_size, p=self.p) if len(self.names) > 1 else np.zeros(batch_size, int)
+        out: dict[str, list[Any]] = {"prompts": [], **{c: [] for c in self.column_names}}
+        for j in picks.tolist():
+            src = self.sources[self.names[j]]
+            row = src.rows(src.cursor.take(1).tolist())
+            for k in out:
+                out[k].append(row[k][0] if k in row else "")
+        return {k: np.asarray(v, dtype=object) for k, v in out.items()}
 
 
 class StepIterator:
     """One persistent iterator handed to Tunix; yields exactly the batches we allow."""
 
-    def __init__(self, source: PromptData, batch_size: int) -> None:
+    def __init__(self, source: "PromptData | MixedPrompts", batch_size: int) -> None:
         self.source = source
         self.batch_size = batch_size
         self.allowance = 0

@@ -32,7 +32,6 @@ from typing import Any, Iterator, Mapping
 import structlog
 
 from runners.base import (
-    OUTCOME_RATE_METRICS,
     PhaseSetup,
     RunContext,
     reward_step_stats,
@@ -119,16 +118,23 @@ class TunixRunner:
         self._jax = jax
         self.mesh = modelmod.make_mesh()
         self.template = textmod.TEMPLATES[self.d.chat_template or textmod.default_template(self.m.family)]
-        self.train_items, self.eval_items = datamod.load_items(self.d, self.seed)
+        from curriculum import rewarding
+
+        self._rdef = rewarding.from_context(ctx.reward)
+        self.metric_names = cfgmod.METRIC_NAMES | frozenset(self._rdef.outcomes)  # + the reward's outcomes
+        self.train_sets, self.eval_items = datamod.load_items(self.d, self.seed)
+        self.train_items = self.train_sets["default"]
         if not self.train_items:
             raise ValueError("data: no training items")
 
         # tokenizer
         if self.m.is_tiny:
             texts = []
-            for it in self.train_items:
-                texts.append(datamod.prompt_text(it, self.template, self.system_prompt))
-                texts.append(it.reference)
+            for items in self.train_sets.values():
+                for it in items:
+                    texts.append(datamod.prompt_text(it, self.template, self.system_prompt))
+                    if it.reference:
+                        texts.append(it.reference)
             self.tokenizer, self.tokenizer_path = textmod.load_or_train_tiny_tokenizer(
                 self.run_dir, texts, self.m.vocab_size, self.template
             )
@@ -342,10 +348,13 @@ class TunixRunner:
 
         from runners.tunix import data as datamod
 
-        if getattr(self, "_sft_data", None) is None or self._sft_data_key != (hp.max_seq_len,):
+        sel = cfgmod.phase_data(phase.train)
+        name = sel if isinstance(sel, str) else (next(iter(sel)) if isinstance(sel, dict) else "default")
+        if getattr(self, "_sft_data", None) is None or self._sft_data_key != (hp.max_seq_len, name):
             old = getattr(self, "_sft_data", None)
+            same_rows = old is not None and self._sft_data_key[1] == name
             self._sft_data = datamod.SftData(
-                self.train_items,
+                self.train_sets[name],
                 self.enc,
                 self.template,
                 self.system_prompt,
@@ -357,8 +366,8 @@ class TunixRunner:
                 self.end_id,
                 shuffle=self.d.shuffle,
             )
-            self._sft_data_key = (hp.max_seq_len,)
-            if old is not None:  # same rows, new length: keep the position
+            self._sft_data_key = (hp.max_seq_len, name)
+            if same_rows:  # same rows, new length: keep the position
                 self._sft_data.cursor.load(old.cursor.state())
             self._apply_cursors()
             if self._sft_data.truncated:
@@ -445,11 +454,19 @@ class TunixRunner:
 
         from runners.tunix import data as datamod
 
-        if getattr(self, "_prompt_data", None) is None:
-            self._prompt_data = datamod.PromptData(self.train_items, self.template, self.system_prompt, self.seed, self.d.shuffle)
-            lens = [len(self.enc.encode(p)) + 1 for p in self._prompt_data.prompts]
+        if getattr(self, "_prompt_sets", None) is None:
+            self._prompt_sets = {
+                n: datamod.PromptData(items, self.template, self.system_prompt, self.seed + 31 * i, self.d.shuffle)
+                for i, (n, items) in enumerate(self.train_sets.items())
+            }
+            self._prompt_data = self._prompt_sets["default"]
+            lens = [len(self.enc.encode(p)) + 1 for pd in self._prompt_sets.values() for p in pd.prompts]
             self._longest_prompt = max(lens)
             self._apply_cursors()
+        sel = cfgmod.phase_data(phase.train)
+        weights = {"default": 1.0} if sel is None else ({sel: 1.0} if isinstance(sel, str) else dict(sel))
+        self._mixer = datamod.MixedPrompts(self._prompt_sets, weights, self.seed)
+        self._mixer.drawn = int(getattr(self, "_mix_drawn", 0))
         prev = self._last_grpo_hp
         if prev is not None and (prev.beta != hp.beta or prev.epsilon != hp.epsilon):
             log.info(
@@ -493,7 +510,7 @@ class TunixRunner:
             cluster = _PhaseCluster(actor=self.model, reference=ref, tokenizer=self.tokenizer, cluster_config=ccfg)
         if cluster.actor_trainer.model is not self.model:  # Tunix resharded it: follow the trained copy
             self.model = cluster.actor_trainer.model
-        self._reward = _RewardProbe(self._make_reward())
+        self._reward = self._make_reward()
         probe = self._reward
 
         def on_metrics(buf, probe=probe):  # called by Tunix when a step's RL metrics are logged
@@ -511,27 +528,33 @@ class TunixRunner:
         )
         self._learner = grpo_learner.GRPOLearner(cluster, algo, reward_fns=[self._reward])
         self._cluster = cluster
-        self._iterator = datamod.StepIterator(self._prompt_data, hp.batch_size)
+        self._iterator = datamod.StepIterator(self._mixer, hp.batch_size)
         self._rollout_cfg = rollout
         self._opt_steps = 0
         self._last_grpo_hp = hp
         if pending is not None:
             self._apply_pending(pending)
 
+    def _reward_def(self):
+        if getattr(self, "_rdef", None) is None:  # reward plumbing works before open() (tests)
+            from curriculum import rewarding
+
+            self._rdef = rewarding.from_context(self.ctx.reward if self.ctx is not None else {})
+        return self._rdef
+
     def _ensure_live(self):
-        from rewards import LivePreset
+        from curriculum.rewarding import LiveValues
 
         if getattr(self, "_live", None) is None:
-            self._live = LivePreset("soft")
+            rdef = self._reward_def()
+            self._live = LiveValues(rdef.keys, next(iter(rdef.presets.values()), None))
         return self._live
 
     def _make_reward(self):
-        from rewards import DipgReward
-
-        return DipgReward(self._ensure_live())
+        return _RewardProbe(self._reward_def(), self._ensure_live())
 
     def set_penalties(self, values: Mapping[str, float]) -> None:
-        """New reward values (all 12 keys, or a subset merged over the current ones); the next
+        """New reward values (all the reward's keys, or a subset merged over the current ones); the next
         GRPO step's reward call reads them (no rebuild, no recompile)."""
         values = {k: float(v) for k, v in dict(values).items()}
         if not values:
@@ -552,15 +575,12 @@ class TunixRunner:
         self._reward.reset()
         with jax.set_mesh(self.mesh):
             learner.train(self._iterator)
+        self._mix_drawn = self._mixer.drawn
+        if self._reward.failure is not None:
+            raise self._reward.failure
         if self._reward.rewards is None:
             raise RuntimeError("GRPO step produced no rewards (data iterator exhausted?)")
-        out = reward_metrics(
-            self._reward.rewards,
-            self._reward.task_types,
-            self._live.values,
-            hp.num_generations,
-            self._reward.metrics,
-        )
+        out = reward_metrics(self._reward_def(), self._reward, self._live.values, hp.num_generations)
         out["reward_errors"] = float(self._reward.errors)
         buf = cluster.actor_trainer._prev_buffered_train_metrics  # this step (Tunix logs it one step late)
         out["loss"] = float(buf.loss) if buf is not None else math.nan
@@ -695,7 +715,7 @@ class TunixRunner:
         return out
 
     def evaluate(self) -> dict[str, float]:
-        from rewards import aggregate, score
+        from curriculum import rewarding
 
         from runners.tunix import data as datamod
 
@@ -714,8 +734,12 @@ class TunixRunner:
         rep_prompts = [p for p in prompts for _ in range(k)]
         rep_items = [it for it in items for _ in range(k)]
         texts = self.generate(rep_prompts, ev.max_new_tokens, temperature=temperature, seed=self.seed + 104729)
-        verdicts = [score(t, it, preset) for t, it in zip(texts, rep_items)]
-        agg = aggregate(verdicts, rep_items)
+        rdef = self._reward_def()
+        columns = datamod.columns_of(rep_items)
+        if rdef.evaluate is not None:
+            agg = rdef.evaluate(texts, columns, preset)
+        else:
+            agg = rewarding.generic_evaluate(rdef, rewarding.call(rdef, rep_prompts, texts, preset, columns))
         out: dict[str, float] = {}
         for name, mt in agg.items():
             out[name] = float(mt.value)
@@ -729,8 +753,8 @@ class TunixRunner:
             n_items=len(items),
             samples=k,
             seconds=round(time.perf_counter() - t0, 2),
-            format_error_rate=round(out.get("format_error_rate", math.nan), 4),
-            safe_rate=round(out.get("safe_rate", math.nan), 4),
+            reward_mean=round(out.get("reward_mean", math.nan), 4),
+            **{o: round(out.get(o, math.nan), 4) for o in self._reward_def().outcomes[:4]},
         )
         return out
 
@@ -767,7 +791,11 @@ class TunixRunner:
             "preset": self.m.preset,
             "seed": self.seed,
             "sft_cursor": self._sft_data.cursor.state() if getattr(self, "_sft_data", None) else None,
-            "grpo_cursor": self._prompt_data.cursor.state() if getattr(self, "_prompt_data", None) else None,
+            "grpo_cursor": (
+                {"sets": {n: pd.cursor.state() for n, pd in self._prompt_sets.items()}, "mix_drawn": int(getattr(self, "_mix_drawn", 0))}
+                if getattr(self, "_prompt_sets", None)
+                else None
+            ),
             "penalties": dict(self._live.values) if getattr(self, "_live", None) is not None else None,
             "actor_train_steps": self._cluster.actor_trainer.train_steps if self._cluster is not None else None,
         }
@@ -851,27 +879,25 @@ class TunixRunner:
         cur = getattr(self, "_cursors", None) or {}
         if cur.get("sft") and getattr(self, "_sft_data", None) is not None:
             self._sft_data.cursor.load(cur.pop("sft"))
-        if cur.get("grpo") and getattr(self, "_prompt_data", None) is not None:
-            self._prompt_data.cursor.load(cur.pop("grpo"))
+        if cur.get("grpo") and getattr(self, "_prompt_sets", None) is not None:
+            g = cur.pop("grpo")
+            if "sets" not in g:  # a checkpoint from before named datasets: the default stream
+                g = {"sets": {"default": g}, "mix_drawn": 0}
+            for n, st in g["sets"].items():
+                if n in self._prompt_sets:
+                    self._prompt_sets[n].cursor.load(st)
+            self._mix_drawn = int(g.get("mix_drawn", 0))
 
 
-def reward_metrics(
-    rewards: list[float],
-    task_types: list[str],
-    values: Mapping[str, float],
-    group_size: int,
-    outcome: Mapping[str, float],
-) -> dict[str, float]:
+def reward_metrics(rdef: Any, probe: "_RewardProbe", values: Mapping[str, float], group_size: int) -> dict[str, float]:
     """One GRPO step's reward metrics: :func:`reward_step_stats` (group-major rewards), with
-    ``top_reward_rate`` against ``rewards.max_reward`` of the preset in force *for each item's
-    type*, plus the outcome rates DipgReward computed for the batch."""
-    from rewards import max_reward
-
+    ``top_reward_rate`` against the reward's ``max_reward`` under the values in force for each
+    group's item (NaN when the reward declares none), plus the batch means of its outcomes."""
     g = max(1, int(group_size))
-    tops = [max_reward(values, t) for t in task_types[::g]]  # one item (task type) per group
-    out = reward_step_stats(list(rewards), g, top_reward=tops)
-    for k in OUTCOME_RATE_METRICS:
-        out[k] = float(outcome.get(k, math.nan))
+    n = len(probe.rewards)
+    tops = [rdef.top(values, probe.item_columns(i)) for i in range(0, n, g)]
+    out = reward_step_stats(list(probe.rewards), g, top_reward=None if any(t is None for t in tops) else tops)
+    out.update(probe.outcome_means)
     return out
 
 
@@ -916,38 +942,58 @@ class _PlainEncoder:
 
 
 class _RewardProbe:
-    """Wraps DipgReward for Tunix and keeps what the last call saw (runs in Tunix's worker thread)."""
+    """The reward as Tunix calls it (``fn(prompts, completions, **columns)``, in a worker
+    thread): calls the spec's reward with the values in force and keeps what the call saw."""
 
-    __name__ = "dipg_reward"
+    _NOT_COLUMNS = ("mode", "trajectory_ids")
 
-    def __init__(self, inner) -> None:
-        self.inner = inner
-        self.__name__ = "dipg_reward"
+    def __init__(self, rdef, live) -> None:
+        self.rdef = rdef
+        self.live = live
+        self.__name__ = f"{rdef.name}_reward"
         self.reset()
 
     def reset(self) -> None:
         self.rewards = None
         self.completions: list[str] = []
-        self.columns: dict[str, list[str]] = {}
-        self.task_types: list[str] = []
-        self.metrics: dict[str, float] = {}
+        self.columns: dict[str, list[Any]] = {}
+        self.outcome_means: dict[str, float] = {}
         self.errors = 0
+        self.failure: Exception | None = None
         self.completion_length = None
 
+    def item_columns(self, i: int) -> dict[str, Any]:
+        return {k: v[i] for k, v in self.columns.items()}
+
     def __call__(self, prompts=None, completions=None, **kw):
-        before = self.inner.error_count
-        r = self.inner(prompts=prompts, completions=completions, **kw)
-        self.rewards = [float(x) for x in r]
-        self.completions = [str(c) for c in (completions or [])]
-        tt = kw.get("task_type")
-        n = len(r)
-        self.task_types = [str(tt[i]) for i in range(n)] if tt is not None else ["answerable"] * n
-        self.columns = {
-            k: [str(kw[k][i]) for i in range(n)] for k in ("context", "question", "expected_answer") if k in kw
-        }
-        self.metrics = dict(self.inner.last_metrics)
-        self.errors = self.inner.error_count - before
-        return r
+        from curriculum import rewarding
+
+        completions = [str(c) for c in (completions or [])]
+        n = len(completions)
+        cols: dict[str, list[Any]] = {}
+        for k, v in kw.items():
+            if k in self._NOT_COLUMNS:
+                continue
+            try:
+                vals = list(v)
+            except TypeError:
+                continue
+            if len(vals) == n:
+                cols[k] = [x.item() if hasattr(x, "item") else x for x in vals]
+        try:
+            rc = rewarding.call(self.rdef, list(prompts or []), completions, self.live.values, cols)
+        except Exception as exc:  # noqa: BLE001 - re-raised by the runner, outside Tunix's thread
+            self.failure = RuntimeError(f"reward '{self.rdef.source or self.rdef.name}' failed: {type(exc).__name__}: {exc}")
+            self.failure.__cause__ = exc
+            return [0.0] * n
+        self.rewards = rc.rewards
+        self.completions = completions
+        self.columns = cols
+        self.outcome_means = rc.outcome_means(self.rdef.outcomes)
+        # completions the reward left out of every outcome it declares (DIPG: a scorer failure)
+        outs = [rc.outcomes[o] for o in self.rdef.outcomes if o in rc.outcomes]
+        self.errors = sum(1 for i in range(n) if outs and all(not math.isfinite(o[i]) for o in outs))
+        return rc.rewards
 
 
 def _phase_cluster_cls():
