@@ -11,7 +11,8 @@ your own loop"):
 
 Decisions are typed values (``Stay``, ``PhaseStarted``, ``PenaltiesChanged``, ``Transition``,
 ``Stop``); the state is plain frozen data.  Nothing here reads or writes files or configures
-logging.  ``register_guard`` adds a Python guard function; ``Runner`` (with ``PhaseSetup`` and
+logging.  ``register_guard`` adds a Python guard function, ``register_reward`` a reward (with
+the preset keys it takes and the outcomes it reports); ``Runner`` (with ``PhaseSetup`` and
 ``RunContext``) is the protocol a training back end implements for ``curriculum run``;
 ``step_metrics(rewards, group_size, top_reward)`` turns one GRPO step's rewards into the
 reward statistics and group outcomes the guards and the collapse detector read.
@@ -28,7 +29,7 @@ from curriculum.core import (
     Transition,
 )
 from curriculum.errors import CurriculumError, SpecError
-from curriculum.registry import register_guard
+from curriculum.registry import register_guard, register_reward
 from curriculum.spec import Spec, load_spec
 from runners.base import PhaseSetup, RunContext, Runner
 from runners.base import reward_step_stats as step_metrics
@@ -50,5 +51,6 @@ __all__ = [
     "Transition",
     "load_spec",
     "register_guard",
+    "register_reward",
     "step_metrics",
 ]

@@ -227,7 +227,7 @@ def test_the_engine_gives_the_host_its_logging_back(tmp_path):
 
 def test_the_public_api_is_importable_from_the_package():
     for name in ("load_spec", "Curriculum", "Decision", "Transition", "Stop", "Stay", "PhaseStarted",
-                 "PenaltiesChanged", "CurriculumState", "register_guard", "Runner", "PhaseSetup", "RunContext",
+                 "PenaltiesChanged", "CurriculumState", "register_guard", "register_reward", "Runner", "PhaseSetup", "RunContext",
                  "step_metrics"):
         assert hasattr(curriculum, name), name
     out = subprocess.run([sys.executable, "-c", "import curriculum, sys; print('jax' in sys.modules)"],
