@@ -39,7 +39,7 @@ SAFE = (
 #: starts from the weights taken when P began, so its seed, its name, the transitions and the
 #: schedule of P and later phases (``next``, besides their penalties, presets and hyperparameters)
 #: are the branch's own.  The model, data, runner and the phases trained before P stay fixed.
-BRANCH_SAFE = ("run.seed", "run.name", "transitions.*")
+BRANCH_SAFE = ("run.seed", "run.name", "transitions", "transitions.*")
 
 
 def _safe(key: str, patterns: tuple[str, ...] = SAFE) -> bool:
@@ -81,7 +81,9 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]
     return [(k, a.get(k, missing), b.get(k, missing)) for k in keys if a.get(k, missing) != b.get(k, missing)]
 
 
-def unsafe_changes(old: Spec, new: Spec, visited: set[str], *, branch: bool = False) -> list[str]:
+def unsafe_changes(old: Spec, new: Spec, visited: set[str], *, branch: str | None = None) -> list[str]:
+    """What a resume (or, with ``branch`` = the branch phase, a branch) may not change.  For a
+    branch, ``visited`` is the phases trained before the branch phase."""
     problems = []
     if list(old.phases) != list(new.phases):
         problems.append(f"phases: {', '.join(old.phases)}  ->  {', '.join(new.phases)} (renamed, removed or reordered)")
@@ -89,9 +91,11 @@ def unsafe_changes(old: Spec, new: Spec, visited: set[str], *, branch: bool = Fa
         if _safe(key) or (branch and _safe(key, BRANCH_SAFE)):
             continue
         parts = key.split(".")
-        later = ("penalties", "preset", "train", "controller") + (("next",) if branch else ())
-        if parts[0] == "phases" and len(parts) > 2 and parts[1] not in visited and parts[2] in later:
-            continue  # the run has not reached this phase yet
+        if parts[0] == "phases" and len(parts) > 2 and parts[1] not in visited:
+            if parts[2] in ("penalties", "preset", "train", "controller") and parts[1] != branch:
+                continue  # the run has not reached this phase yet
+            if branch and parts[2] == "next":
+                continue  # a branch's schedule from its phase on is its own
         shown_a = "(absent)" if not isinstance(a, (int, float, str, bool, list, dict, type(None))) else repr(a)
         shown_b = "(absent)" if not isinstance(b, (int, float, str, bool, list, dict, type(None))) else repr(b)
         problems.append(f"{key}: {shown_a}  ->  {shown_b}")
@@ -127,21 +131,25 @@ def check_compatible(old: Spec, new_path: str | None, overrides: list[str], meta
     return new
 
 
-def check_branch(old: Spec, new_path: str | None, overrides: list[str], meta: dict[str, Any], before: set[str]) -> Spec:
-    """The spec a branch runs under: the run's own with ``--spec``/``--set`` changes, checked
-    against what the branch checkpoint already holds (``before``: the phases trained before it)."""
+def check_branch(
+    old: Spec, new_path: str | None, overrides: list[str], meta: dict[str, Any], before: set[str], phase: str
+) -> Spec:
+    """The spec a branch from ``phase`` runs under: the run's own with ``--spec``/``--set``
+    changes, checked against what the branch checkpoint holds (``before``: the phases trained
+    before it; ``phase`` was entered, its penalties set, when the checkpoint was taken)."""
     new = load_spec(new_path, profile=meta.get("profile"), overrides=list(meta.get("overrides") or []) + overrides) \
         if new_path else load_spec(old.path, raw=old.raw, overrides=overrides)
     if not new_path:
         new.profile = old.profile
-    problems = unsafe_changes(old, new, before, branch=True)
+    problems = unsafe_changes(old, new, before, branch=phase)
     if problems:
         raise RunDirError(
             "the changed spec does not fit the branch checkpoint; these changes would make it mean "
             "something else:\n  " + "\n  ".join(problems) + "\nA branch may change, besides what a "
-            "resume may: the seed, the run name, the transitions, and the schedule (next), penalties, "
-            "presets and hyperparameters of the branch phase and later ones; the model, data, runner "
-            "and the phases trained before the branch point stay as they were."
+            "resume may: the seed, the run name, the transitions, the schedule (next) of the branch "
+            "phase and later ones, and the penalties, presets and hyperparameters of the phases after "
+            "the branch phase; the model, data, runner, the phases trained before the branch point "
+            "and the branch phase's penalties (in force when its checkpoint was taken) stay as they were."
         )
     return new
 

@@ -241,11 +241,13 @@ class Engine:
             return
         remaining = (ph.max_steps - st.phase_step) if ph.max_steps is not None else math.inf
         run_budget = self.spec.model.run.max_steps
-        if run_budget is not None and st.global_step >= run_budget:
-            self._move(END, RUN_BUDGET, None)
-            return
-        if remaining <= 0:
-            self._move(self.machine.dest_on_budget(), BUDGET, None)
+        spent = run_budget is not None and st.global_step >= run_budget
+        if remaining <= 0 or spent:
+            # the phase's own budget names the reason when both run out at once
+            dest, reason = (self.machine.dest_on_budget(), BUDGET) if remaining <= 0 else (END, RUN_BUDGET)
+            if spent and dest != END:
+                dest, reason = END, RUN_BUDGET
+            self._move(dest, reason, None)
             return
         if run_budget is not None:
             remaining = min(remaining, run_budget - st.global_step)
@@ -1147,10 +1149,9 @@ def _prepare_branch(
     if change is not None:
         from curriculum.compat import check_branch
 
-        at = max(i for i, x in enumerate(ref.visits) if x["phase"] == phase and x.get("checkpoint"))
-        before = {x["phase"] for x in ref.visits[:at]}
+        before = {x["phase"] for x in ref.visits[:_branch_visit(ref, phase)]}
         old_meta = json.loads((run_dir / "run.json").read_text())
-        new_spec = check_branch(load_run_spec(run_dir), change[0], change[1], old_meta, before)
+        new_spec = check_branch(load_run_spec(run_dir), change[0], change[1], old_meta, before, phase)
     if new_dir.resolve() == run_dir.resolve():
         raise CurriculumError("--run-dir must be a new directory: branching never overwrites the original run")
     if new_dir.exists() and any(new_dir.iterdir()):
@@ -1177,6 +1178,17 @@ def _prepare_branch(
         atomic_write_json(new_dir / "run.json", meta)
         dest = new_dir / CKPT_DIR / ckpt.name
         shutil.copytree(ckpt, dest)
+        # the phase-start checkpoints before the branch point come along (hard links where the
+        # filesystem allows: checkpoints are never written again), so the branch is a complete
+        # run directory that `status` checks and `resume --from-phase` branches from in turn
+        for x in ref.visits[: _branch_visit(ref, phase)]:
+            rel = x.get("checkpoint")
+            if rel and rel != src.rel and rel in by_rel and not by_rel[rel].problem and not (new_dir / rel).exists():
+                try:
+                    shutil.copytree(run_dir / rel, new_dir / rel, copy_function=os.link)
+                except OSError:
+                    shutil.rmtree(new_dir / rel, ignore_errors=True)
+                    shutil.copytree(run_dir / rel, new_dir / rel)
         state = load_state(dest / "engine.json")
         if new_spec is not None:
             state.seed = new_spec.model.run.seed
@@ -1194,6 +1206,11 @@ def _prepare_branch(
         raise
     held["lock"] = lock
     return str(dest.relative_to(new_dir))
+
+
+def _branch_visit(state: RunState, phase: str) -> int:
+    """Index in ``state.visits`` of the visit a branch from ``phase`` starts at (its last one)."""
+    return max(i for i, x in enumerate(state.visits) if x["phase"] == phase and x.get("checkpoint"))
 
 
 def _orphans(run_dir: Path) -> list[Path]:
