@@ -1166,7 +1166,10 @@ def _prepare_branch(
             if (run_dir / name).exists():
                 shutil.copy2(run_dir / name, new_dir / name)
         meta = json.loads((new_dir / "run.json").read_text())
-        meta["branched_from"] = {"run_dir": str(run_dir.resolve()), "phase": phase, "checkpoint": ckpt.name}
+        meta["branched_from"] = {"run_dir": str(run_dir.resolve()), "phase": phase, "checkpoint": ckpt.name,
+                                 # phase starts before the branch point stay in the original run
+                                 "earlier": [x["checkpoint"] for x in ref.visits[: _branch_visit(ref, phase)]
+                                             if x.get("checkpoint")]}
         if new_spec is not None:
             spec_path, overrides = change  # type: ignore[misc]
             meta["branched_from"]["changes"] = {"spec": spec_path, "overrides": overrides}
@@ -1178,17 +1181,6 @@ def _prepare_branch(
         atomic_write_json(new_dir / "run.json", meta)
         dest = new_dir / CKPT_DIR / ckpt.name
         shutil.copytree(ckpt, dest)
-        # the phase-start checkpoints before the branch point come along (hard links where the
-        # filesystem allows: checkpoints are never written again), so the branch is a complete
-        # run directory that `status` checks and `resume --from-phase` branches from in turn
-        for x in ref.visits[: _branch_visit(ref, phase)]:
-            rel = x.get("checkpoint")
-            if rel and rel != src.rel and rel in by_rel and not by_rel[rel].problem and not (new_dir / rel).exists():
-                try:
-                    shutil.copytree(run_dir / rel, new_dir / rel, copy_function=os.link)
-                except OSError:
-                    shutil.rmtree(new_dir / rel, ignore_errors=True)
-                    shutil.copytree(run_dir / rel, new_dir / rel)
         state = load_state(dest / "engine.json")
         if new_spec is not None:
             state.seed = new_spec.model.run.seed
