@@ -47,7 +47,7 @@ log = structlog.get_logger("study")
 ARMS = ("hand", "adaptive", "soft")
 BRANCH_PHASE = "soft"
 RATES = (("safe_rate", "safe"), ("hallucination_rate", "halluc."), ("refusal_rate", "refusal"),
-         ("format_error_rate", "format err."))
+         ("consistency_rate", "consist."), ("format_error_rate", "format err."))
 
 
 def arm_overrides(arm: str, grpo_steps: int, start_step: int) -> list[str]:
@@ -253,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ray", metavar="ADDRESS", help="run each trial as a Ray task: 'auto' (a local cluster, "
                     "or RAY_ADDRESS) or a cluster address")
     ap.add_argument("--ray-workers", type=int, default=2, help="CPUs of the local Ray cluster (--ray auto)")
+    ap.add_argument("--summarise", action="store_true", help="only re-read OUT/trials.json's finished trials "
+                    "and print the comparison and pooled tables again")
     args = ap.parse_args(argv)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     bad = [a for a in arms if a not in ARMS]
@@ -265,6 +267,15 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    if args.summarise:
+        try:
+            results = json.loads((out / "trials.json").read_text())
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"study: --summarise: cannot read {out / 'trials.json'} ({e}); run the study first") from None
+        for r in results:
+            if r["rc"] == 0:
+                r["final"] = final_eval(Path(r["run_dir"]))
+        return summarise(results, [a for a in arms if any(r["arm"] == a for r in results)], out)
     sft = Path(args.sft_run).resolve() if args.sft_run else train_sft(args, out)
     start = branch_start_step(sft)
     trials = [
@@ -280,6 +291,17 @@ def main(argv: list[str] | None = None) -> int:
     failed = [r for r in results if r["rc"] != 0]
     for r in failed:
         log.error("trial_failed", arm=r["arm"], seed=r["seed"], rc=r["rc"], log=str(Path(r["run_dir"]).parent / f"{Path(r['run_dir']).name}.log"))
+    if summarise(results, arms, out):
+        return 1
+    wall = time.perf_counter() - t0
+    print(f"{len(results) - len(failed)}/{len(results)} trials finished, {args.grpo_steps} GRPO steps each, seeds "
+          f"{' '.join(map(str, args.seeds))}; wall time {wall / 60:.1f} min; in {out}")
+    log.info("study_finished", trials=len(results), failed=len(failed), seconds=round(wall, 1), out=str(out))
+    return 1 if failed else 0
+
+
+def summarise(results: list[dict[str, Any]], arms: list[str], out: Path) -> int:
+    """`curriculum compare` over the finished trials, then the pooled table; 1 if compare failed."""
     ok = sorted((r for r in results if r["rc"] == 0), key=lambda r: (arms.index(r["arm"]), r["seed"]))
     if len(ok) >= 2:
         rc, _ = _cli(["compare", *[r["run_dir"] for r in ok], "--out", str(out / "compare")], out / "compare.log")
@@ -290,11 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = pooled(ok, arms)
     (out / "pooled.md").write_text(summary)
     print(summary)
-    wall = time.perf_counter() - t0
-    print(f"{len(ok)}/{len(results)} trials finished, {args.grpo_steps} GRPO steps each, seeds "
-          f"{' '.join(map(str, args.seeds))}; wall time {wall / 60:.1f} min; in {out}")
-    log.info("study_finished", trials=len(results), failed=len(failed), seconds=round(wall, 1), out=str(out))
-    return 1 if failed else 0
+    return 0
 
 
 if __name__ == "__main__":
