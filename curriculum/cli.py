@@ -195,7 +195,8 @@ def _resume(args: argparse.Namespace) -> int:
     if args.from_phase:
         if not args.new_dir:
             raise CurriculumError("--from-phase needs --run-dir NEW_DIR: a branch never overwrites the original run")
-        eng = branch_engine(run_dir, args.from_phase, Path(args.new_dir), runner_override=runner, progress=progress)
+        eng = branch_engine(run_dir, args.from_phase, Path(args.new_dir), runner_override=runner, progress=progress,
+                            spec_path=args.spec, overrides=args.overrides)
         out = Path(args.new_dir)
     else:
         if args.new_dir:

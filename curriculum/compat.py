@@ -32,14 +32,21 @@ SAFE = (
     "run.chunk_steps",
     "run.description",
     "run.default_profile",
+    "run.max_steps",
 )
 
+#: What a branch (``resume --from-phase P --run-dir NEW``) may change on top of SAFE: the new run
+#: starts from the weights taken when P began, so its seed, its name, the transitions and the
+#: schedule of P and later phases (``next``, besides their penalties, presets and hyperparameters)
+#: are the branch's own.  The model, data, runner and the phases trained before P stay fixed.
+BRANCH_SAFE = ("run.seed", "run.name", "transitions", "transitions.*")
 
-def _safe(key: str) -> bool:
+
+def _safe(key: str, patterns: tuple[str, ...] = SAFE) -> bool:
     """Is a changed key covered by SAFE?  A `*` stands for one key segment; a trailing `.*` for
     everything below (so phases.*.max_steps is a phase's budget, not phases.X.train.max_steps)."""
     parts = key.split(".")
-    for pat in SAFE:
+    for pat in patterns:
         pp = pat.split(".")
         if pp[-1] == "*":
             head = pp[:-1]
@@ -74,16 +81,21 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]
     return [(k, a.get(k, missing), b.get(k, missing)) for k in keys if a.get(k, missing) != b.get(k, missing)]
 
 
-def unsafe_changes(old: Spec, new: Spec, visited: set[str]) -> list[str]:
+def unsafe_changes(old: Spec, new: Spec, visited: set[str], *, branch: str | None = None) -> list[str]:
+    """What a resume (or, with ``branch`` = the branch phase, a branch) may not change.  For a
+    branch, ``visited`` is the phases trained before the branch phase."""
     problems = []
     if list(old.phases) != list(new.phases):
         problems.append(f"phases: {', '.join(old.phases)}  ->  {', '.join(new.phases)} (renamed, removed or reordered)")
     for key, a, b in diff(old.raw, new.raw):
-        if _safe(key):
+        if _safe(key) or (branch and _safe(key, BRANCH_SAFE)):
             continue
         parts = key.split(".")
-        if parts[0] == "phases" and len(parts) > 2 and parts[1] not in visited and parts[2] in ("penalties", "preset", "train", "controller"):
-            continue  # the run has not reached this phase yet
+        if parts[0] == "phases" and len(parts) > 2 and parts[1] not in visited:
+            if parts[2] in ("penalties", "preset", "train", "controller") and parts[1] != branch:
+                continue  # the run has not reached this phase yet
+            if branch and parts[2] == "next":
+                continue  # a branch's schedule from its phase on is its own
         shown_a = "(absent)" if not isinstance(a, (int, float, str, bool, list, dict, type(None))) else repr(a)
         shown_b = "(absent)" if not isinstance(b, (int, float, str, bool, list, dict, type(None))) else repr(b)
         problems.append(f"{key}: {shown_a}  ->  {shown_b}")
@@ -116,6 +128,29 @@ def check_compatible(old: Spec, new_path: str | None, overrides: list[str], meta
     problems = unsafe_changes(old, new, visited)
     if problems:
         raise RunDirError(_incompatible(problems))
+    return new
+
+
+def check_branch(
+    old: Spec, new_path: str | None, overrides: list[str], meta: dict[str, Any], before: set[str], phase: str
+) -> Spec:
+    """The spec a branch from ``phase`` runs under: the run's own with ``--spec``/``--set``
+    changes, checked against what the branch checkpoint holds (``before``: the phases trained
+    before it; ``phase`` was entered, its penalties set, when the checkpoint was taken)."""
+    new = load_spec(new_path, profile=meta.get("profile"), overrides=list(meta.get("overrides") or []) + overrides) \
+        if new_path else load_spec(old.path, raw=old.raw, overrides=overrides)
+    if not new_path:
+        new.profile = old.profile
+    problems = unsafe_changes(old, new, before, branch=phase)
+    if problems:
+        raise RunDirError(
+            "the changed spec does not fit the branch checkpoint; these changes would make it mean "
+            "something else:\n  " + "\n  ".join(problems) + "\nA branch may change, besides what a "
+            "resume may: the seed, the run name, the transitions, the schedule (next) of the branch "
+            "phase and later ones, and the penalties, presets and hyperparameters of the phases after "
+            "the branch phase; the model, data, runner, the phases trained before the branch point "
+            "and the branch phase's penalties (in force when its checkpoint was taken) stay as they were."
+        )
     return new
 
 

@@ -6,7 +6,7 @@ changing the one it was given; nothing here reads or writes files, logs, or talk
 Every decision about where a run is and where it goes is made here, as a function of
 (state, metrics):
 
-  - step budgets, ``min_dwell`` of phases, eval phases ............ ``begin`` / ``observe``
+  - step budgets (a phase's and the run's), ``min_dwell``, eval phases . ``begin`` / ``observe``
   - which guard fired, and why (expressions, custom functions and the collapse detector:
     curriculum/guards.py, curriculum/collapse.py) .......................... ``observe``
   - the penalty scale of a PID phase (curriculum/controllers.py) ........... ``observe``
@@ -47,6 +47,7 @@ from curriculum.windows import MetricHistory
 # as abstention accuracy in a batch without an abstention)
 MUST_BE_FINITE = frozenset({"reward_mean", "reward_max", "reward_min", "loss", "kl", "grad_norm"})
 NONFINITE = "nonfinite"  # the reason of a phase stopped by on_nonfinite = "stop_phase"
+RUN_BUDGET = "run_budget"  # the reason a run ends on [run] max_steps, whatever phase it is in
 PID_NOTABLE = 0.05  # a PID change of at least 5% of the scale last reported is notable (logged)
 
 
@@ -146,8 +147,8 @@ class PenaltiesChanged(Decision):
 class Transition(Decision):
     """Phase ``phase`` is over; the run goes to ``to``.
 
-    ``reason``: the guard that fired, ``"max_steps"`` (the budget, or an eval phase done) or
-    ``"nonfinite"``.  ``evaluate``: the finished phase asks for an evaluation now.  ``rewind``:
+    ``reason``: the guard that fired, ``"max_steps"`` (the budget, or an eval phase done),
+    ``"run_budget"`` (``[run] max_steps``, always to the end) or ``"nonfinite"``.  ``evaluate``: the finished phase asks for an evaluation now.  ``rewind``:
     the transition asks to restore the policy from before ``onset_step``.  ``record``: the
     entry appended to ``state.transitions``.
     """
@@ -308,14 +309,36 @@ class Curriculum:
                 ordinal=new.phase_ordinal, preset=preset, max_steps=ph.max_steps,
                 previous_phase=new.previous_phase, train=dict(ph.train),
             )
-        if ph.kind == "eval" or (ph.max_steps is not None and state.phase_step >= ph.max_steps):
+        if ph.kind == "eval":
             return self._move(state, self._graph.dest(state.phase, None), BUDGET, None)
+        spent = self._budget_move(state)
+        if spent is not None:
+            return self._move(state, *spent, None)
         return state, Stay(step=state.global_step, phase=state.phase, penalties=state.penalties)
 
     def remaining(self, state: CurriculumState) -> float:
-        """Steps left in the current phase's budget (inf without a budget)."""
+        """Steps left before a budget ends the phase: the phase's own, or the run's
+        (``[run] max_steps``); inf without either."""
         ph = self.spec.phases[state.phase]
-        return math.inf if ph.max_steps is None else max(0, ph.max_steps - state.phase_step)
+        left = math.inf if ph.max_steps is None else max(0, ph.max_steps - state.phase_step)
+        run_max = self.spec.model.run.max_steps
+        if run_max is not None:
+            left = min(left, max(0, run_max - state.global_step))
+        return left
+
+    def _budget_move(self, state: CurriculumState) -> tuple[str, str] | None:
+        """(destination, reason) when a budget is spent: the phase's own names the reason when
+        both run out at once and it leads to the end anyway; else the run's ends the run."""
+        ph = self.spec.phases[state.phase]
+        phase_done = ph.max_steps is not None and state.phase_step >= ph.max_steps
+        run_max = self.spec.model.run.max_steps
+        run_spent = run_max is not None and state.global_step >= run_max
+        if not (phase_done or run_spent):
+            return None
+        dest, reason = (self._graph.dest(state.phase, None), BUDGET) if phase_done else (END, RUN_BUDGET)
+        if run_spent and dest != END:
+            dest, reason = END, RUN_BUDGET
+        return dest, reason
 
     def observe(self, state: CurriculumState, metrics: Mapping[str, Any]) -> tuple[CurriculumState, Decision]:
         """One training step's metrics (already global across processes): the step is counted,
@@ -386,8 +409,9 @@ class Curriculum:
                 t, result = fired
                 return self._move(state, t.dest, t.guard, result, base, change)
         base["guard_warnings"] = tuple(warnings)
-        if ph.max_steps is not None and state.phase_step >= ph.max_steps:
-            return self._move(state, self._graph.dest(state.phase, None), BUDGET, None, base, change)
+        spent = self._budget_move(state)
+        if spent is not None:
+            return self._move(state, *spent, None, base, change)
         if change is not None:
             return state, replace(change, **{k: v for k, v in base.items() if k in ("guard_warnings",)})
         return state, Stay(penalties=state.penalties, **base)
@@ -447,7 +471,10 @@ class Curriculum:
         return self._moved(state, d), d
 
     def _moved(self, state: CurriculumState, d: Transition) -> CurriculumState:
-        dest = self._graph.dest(state.phase, d.reason if d.reason in self.spec.guards else None, expect=d.to)
+        if d.reason == RUN_BUDGET:  # the run's budget ends the run from any phase
+            dest = END
+        else:
+            dest = self._graph.dest(state.phase, d.reason if d.reason in self.spec.guards else None, expect=d.to)
         record = dict(d.record) if d.record else None
         transitions = state.transitions + ((record,) if record else ())
         if dest == END:

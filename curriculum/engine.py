@@ -38,7 +38,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from curriculum import distributed, faults, rundir
 from curriculum.errors import CurriculumError, RunDirError, RunnerError
@@ -910,8 +910,13 @@ def branch_engine(
     runner_override: Any = None,
     console: bool = True,
     progress: bool | None = None,
+    spec_path: str | None = None,
+    overrides: Sequence[str] = (),
 ) -> Engine:
-    """Start a new run directory from the checkpoint taken when `phase` last began."""
+    """Start a new run directory from the checkpoint taken when `phase` last began.
+
+    With ``spec_path`` / ``overrides`` the branch runs a changed spec (checked by
+    ``compat.check_branch``: a new seed, transitions, and the schedule of `phase` and later)."""
     from curriculum.errors import one_of, suggest
 
     run_dir, new_dir = Path(run_dir), Path(new_dir)
@@ -920,19 +925,27 @@ def branch_engine(
         raise CurriculumError(f"--from-phase: unknown phase '{phase}'; expected {one_of(spec.phases)}{suggest(phase, spec.phases)}")
     cluster = distributed.connect(spec.model.run.distributed)
     held: dict[str, rundir.RunLock] = {}
-    dest = new_dir / cluster.agree(lambda: _prepare_branch(run_dir, phase, new_dir, held))
+    change = (spec_path, list(overrides)) if spec_path or overrides else None
+    dest = new_dir / cluster.agree(lambda: _prepare_branch(run_dir, phase, new_dir, held, change))
+    if change is not None:
+        spec = load_run_spec(new_dir)
 
     def make() -> Engine:
         state = load_state(dest / "engine.json")
         state.status = "running"
+        state.seed = spec.model.run.seed
         runner = runner_override if runner_override is not None else make_runner(spec)
         return Engine(spec, new_dir, runner, state, console=console, progress=progress, resume_from=dest, cluster=cluster)
 
     return _holding(held, make)
 
 
-def _prepare_branch(run_dir: Path, phase: str, new_dir: Path, held: dict[str, Any]) -> str:
-    """Copy what a branch starts from into its new directory (process 0 only); the checkpoint."""
+def _prepare_branch(
+    run_dir: Path, phase: str, new_dir: Path, held: dict[str, Any], change: tuple[str | None, list[str]] | None = None
+) -> str:
+    """Copy what a branch starts from into its new directory (process 0 only); the checkpoint.
+    ``change`` (spec path, overrides) is checked against the phases trained before the checkpoint
+    and, when it fits, becomes the branch's spec."""
     v = rundir.inspect(run_dir)
     if v.refusal:
         raise RunDirError(f"{run_dir}: cannot branch: {v.refusal}")
@@ -959,6 +972,13 @@ def _prepare_branch(run_dir: Path, phase: str, new_dir: Path, held: dict[str, An
             "a branch cannot start from it"
         )
     ckpt = run_dir / src.rel
+    new_spec = None
+    if change is not None:
+        from curriculum.compat import check_branch
+
+        before = {x["phase"] for x in ref.visits[:_branch_visit(ref, phase)]}
+        old_meta = json.loads((run_dir / "run.json").read_text())
+        new_spec = check_branch(load_run_spec(run_dir), change[0], change[1], old_meta, before, phase)
     if new_dir.resolve() == run_dir.resolve():
         raise CurriculumError("--run-dir must be a new directory: branching never overwrites the original run")
     if new_dir.exists() and any(new_dir.iterdir()):
@@ -973,11 +993,25 @@ def _prepare_branch(run_dir: Path, phase: str, new_dir: Path, held: dict[str, An
             if (run_dir / name).exists():
                 shutil.copy2(run_dir / name, new_dir / name)
         meta = json.loads((new_dir / "run.json").read_text())
-        meta["branched_from"] = {"run_dir": str(run_dir.resolve()), "phase": phase, "checkpoint": ckpt.name}
+        meta["branched_from"] = {"run_dir": str(run_dir.resolve()), "phase": phase, "checkpoint": ckpt.name,
+                                 # phase starts before the branch point stay in the original run
+                                 "earlier": [x["checkpoint"] for x in ref.visits[: _branch_visit(ref, phase)]
+                                             if x.get("checkpoint")]}
+        if new_spec is not None:
+            spec_path, overrides = change  # type: ignore[misc]
+            meta["branched_from"]["changes"] = {"spec": spec_path, "overrides": overrides}
+            meta["spec_digest"] = rundir.write_spec(new_dir, new_spec.raw)
+            meta["overrides"] = list(meta.get("overrides") or []) + list(overrides)
+            if spec_path:
+                meta["spec_path"] = str(Path(spec_path).resolve())
+                (new_dir / "spec.source.toml").write_text(Path(spec_path).read_text(encoding="utf-8"), encoding="utf-8")
         atomic_write_json(new_dir / "run.json", meta)
         dest = new_dir / CKPT_DIR / ckpt.name
         shutil.copytree(ckpt, dest)
         state = load_state(dest / "engine.json")
+        if new_spec is not None:
+            state.seed = new_spec.model.run.seed
+            state.spec_digest = new_spec.digest()
         for key, name in rundir.LOGS:
             # the prefix was checked (line boundary, sha256) by inspect() above
             off = max(0, state.log_offsets.get(key, 0))
@@ -991,6 +1025,11 @@ def _prepare_branch(run_dir: Path, phase: str, new_dir: Path, held: dict[str, An
         raise
     held["lock"] = lock
     return str(dest.relative_to(new_dir))
+
+
+def _branch_visit(state: RunState, phase: str) -> int:
+    """Index in ``state.visits`` of the visit a branch from ``phase`` starts at (its last one)."""
+    return max(i for i, x in enumerate(state.visits) if x["phase"] == phase and x.get("checkpoint"))
 
 
 def _orphans(run_dir: Path) -> list[Path]:

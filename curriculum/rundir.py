@@ -496,9 +496,14 @@ def inspect(run_dir: Path) -> Verdict:
     if ref is not None:
         have = {c.rel for c in v.checkpoints if c.problem is None}
         bad_rels = {c.rel for c in v.checkpoints if c.problem is not None}
+        branched = meta.get("branched_from") if isinstance(meta.get("branched_from"), dict) else {}
+        earlier = set(branched.get("earlier") or [])
         for visit in ref.visits:
             rel = visit.get("checkpoint") if isinstance(visit, dict) else None
-            if rel and rel not in have and rel not in bad_rels:
+            if rel and rel in earlier and rel not in have:
+                v.notes.append(f"{rel} (phase '{visit.get('phase')}', before this branch's start) stays in the "
+                               f"run it branched from, {branched.get('run_dir')}: branch from there")
+            elif rel and rel not in have and rel not in bad_rels:
                 v.damage.append(
                     f"{rel} (taken when phase '{visit.get('phase')}' began at step {visit.get('start_step')}) is "
                     f"missing: `curriculum resume --from-phase {visit.get('phase')}` cannot branch from it"

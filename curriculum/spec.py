@@ -38,6 +38,9 @@ class _Strict(BaseModel):
 class RunSection(_Strict):
     name: str = "run"
     seed: int = Field(0, ge=0, lt=2**63)  # numpy seeding refuses negative seeds
+    # run-wide budget: the run ends (reason "run_budget", the phase evaluated as at any end) once
+    # the global step reaches it, whatever phase it is in; None: only the phases' budgets
+    max_steps: int | None = Field(None, ge=1)
     start: str | None = None
     default_profile: str | None = None
     chunk_steps: int = Field(1, ge=1)

@@ -98,6 +98,17 @@ def test_a_phase_after_an_eval_phase_runs_once_and_its_guard_fires(tmp_path):
     assert started["c"].previous_phase == "b"
 
 
+def test_the_run_budget_ends_the_run_from_any_phase(tmp_path):
+    spec = _spec(tmp_path, EVAL_SPEC.replace('name = "ev"', 'name = "ev"\nmax_steps = 4'))
+    cur = Curriculum(spec)
+    state, ds = _drive(cur, [{"reward_mean": 1.0}] * 50)
+    moves = [(d.phase, d.to, d.step, d.reason) for d in ds if isinstance(d, Transition)]
+    # a -> check by a's budget at 3, check -> b, then the run's budget at step 4, inside b
+    assert moves == [("a", "check", 3, "max_steps"), ("check", "b", 3, "max_steps"), ("b", "end", 4, "run_budget")]
+    assert isinstance(ds[-1], Stop) and ds[-1].evaluate and state.finish_reason == "run_budget"
+    assert cur.remaining(cur.init()) == 3  # a's own budget is the nearer one at the start
+
+
 def test_observe_never_changes_the_state_it_was_given(tmp_path):
     cur = Curriculum(load_spec(ROOT / "examples" / "dipg_simulated.toml"))
     s0, d = cur.begin(cur.init())

@@ -410,6 +410,8 @@ def _assemble(
         if kind == "run_started":
             if not info:
                 info = dict(ev)
+            elif ev.get("seed") is not None:
+                info["seed"] = ev["seed"]  # a branch may run on with another seed
             if ev.get("resumed"):
                 resumes += 1
         elif kind == "phase_started":

@@ -567,8 +567,10 @@ class TunixRunner:
 
         hp: GrpoTrain = self._hp
         cluster, learner = self._cluster, self._learner
-        # fresh sampling key every step (Tunix reuses one key when the seed is unset)
-        self._rollout_cfg.seed = jax.random.fold_in(jax.random.PRNGKey(self.seed), self.rng_counter)
+        # fresh sampling key every step (Tunix reuses one key when the seed is unset), from the
+        # run's seed: with data.seed pinned, runs (or branches of one checkpoint) that differ only
+        # in run.seed see the same data split and order but sample different completions
+        self._rollout_cfg.seed = jax.random.fold_in(jax.random.PRNGKey(int(self.ctx.seed)), self.rng_counter)
         self.rng_counter += 1
         cluster.cluster_config.training_config.max_steps = cluster.actor_trainer.train_steps + 1
         self._iterator.allowance = 1
