@@ -128,7 +128,7 @@ def _wilson(k: float, n: int) -> tuple[float, float, float]:
 
 def pooled(results: list[dict[str, Any]], arms: list[str]) -> str:
     """Each arm's final rates pooled over seeds, and its difference from the first arm."""
-    from curriculum.report import Interval, _diff_interval
+    from curriculum.report.load import Interval, _diff_interval
 
     iv: dict[str, dict[str, Interval]] = {}
     seeds: dict[str, int] = {}
