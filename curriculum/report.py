@@ -675,6 +675,30 @@ def _diff_interval(a: Interval, b: Interval) -> Interval:
     return Interval(d, lo, hi)
 
 
+#: eval rates whose change from the end of SFT to the end of the run the report shows
+CHANGE_RATES: tuple[str, ...] = ("safe_rate", "grounded_rate", "hallucination_rate", "refusal_rate", "consistency_rate")
+
+
+def _changes(base: PhaseVisit, final: PhaseVisit, keys: Sequence[str]):
+    """(key, start, end, change with Newcombe's interval) for each rate both evaluations have."""
+    for key in keys:
+        a, b = base.eval_interval(key), final.eval_interval(key)
+        if a is not None and b is not None:
+            yield key, a, b, _diff_interval(a, b)
+
+
+def _change_summary(run: RunData) -> list[str]:
+    """Plain-text lines: the safe and verbatim-proof rates from the end of SFT to the end."""
+    base, final = _baseline_and_final(run)
+    if base is None or final is None or base is final:
+        return []
+    out = [f"change from the end of {base.name} to the end of the run (eval, 95% CI; Newcombe for the change):"]
+    for key, a, b, d in _changes(base, final, ("safe_rate", "grounded_rate")):
+        beyond = "excludes 0" if d.has_ci and (d.lo > 0 or d.hi < 0) else "includes 0"
+        out.append(f"  {key}: {a.fmt()} -> {b.fmt()}, change {d.fmt(sign=True)} ({beyond})")
+    return out if len(out) > 1 else []
+
+
 def _baseline_and_final(run: RunData) -> tuple[PhaseVisit | None, PhaseVisit | None]:
     """The visit closing the first SFT phase (else the first evaluated one) and the last evaluated."""
     evaluated = [v for v in run.visits if v.eval]
@@ -857,6 +881,7 @@ def summary_table(run: RunData) -> str:
         "reward mean/max: mean and best of the per-step mean reward; "
         "rates: end-of-phase eval [95% CI]"
     )
+    out += _change_summary(run)
     out.append(_end_state(run))
     return "\n".join(out)
 
@@ -960,11 +985,7 @@ def write_markdown(run: RunData, path: str | Path, png_name: str | None = PNG_NA
         L.append("")
         L.append("| metric | start | end | change [95% CI] |")
         L.append("|---|---|---|---|")
-        for key in ("safe_rate", "hallucination_rate", "refusal_rate", "consistency_rate"):
-            a, b = base.eval_interval(key), final.eval_interval(key)
-            if a is None or b is None:
-                continue
-            d = _diff_interval(a, b)
+        for key, a, b, d in _changes(base, final, CHANGE_RATES):
             L.append(f"| {key} | {a.fmt()} | {b.fmt()} | {d.fmt(sign=True)} |")
         L.append("")
         L.append(

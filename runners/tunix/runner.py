@@ -124,7 +124,7 @@ class TunixRunner:
             raise ValueError("data: no training items")
 
         # tokenizer
-        if self.m.is_tiny:
+        if self.m.is_tiny and self.m.init_from is None:
             texts = []
             for it in self.train_items:
                 texts.append(datamod.prompt_text(it, self.template, self.system_prompt))
@@ -134,7 +134,9 @@ class TunixRunner:
             )
             vocab = int(self.tokenizer.get_piece_size())
         else:
-            self.tokenizer_path = Path(self.m.tokenizer_path or self.m.path).expanduser()  # type: ignore[arg-type]
+            policy = cfgmod.init_dir(self.m)  # init_from: the policy's own tokenizer
+            source = policy / "tokenizer.model" if policy else (self.m.tokenizer_path or self.m.path)
+            self.tokenizer_path = Path(source).expanduser()  # type: ignore[arg-type]
             self.tokenizer = textmod.load_tokenizer(self.tokenizer_path)
             vocab = None
         from tunix.generate import tokenizer_adapter
@@ -208,7 +210,9 @@ class TunixRunner:
     def _build_base_model(self, vocab: int | None):
         from runners.tunix import model as modelmod
 
-        if self.m.is_tiny:
+        if self.m.init_from is not None:
+            model = modelmod.build_from_policy(self.m, cfgmod.init_dir(self.m), self.mesh)
+        elif self.m.is_tiny:
             init_seed = int(self.m.init_seed if self.m.init_seed is not None else self.seed)
             model = modelmod.build_tiny(self.m, int(vocab), init_seed, self.mesh)
         else:
