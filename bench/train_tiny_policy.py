@@ -68,6 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seq", type=int, default=224)
     ap.add_argument("--log-every", type=int, default=50)
+    ap.add_argument("--snapshot-every", type=int, default=0,
+                    help="also write the weights and tokenizer to OUT-stepN every N steps (no eval, no card)")
+    ap.add_argument("--stop-after", type=int, default=None,
+                    help="stop after this many steps of the --steps schedule (default: all of them)")
+    ap.add_argument("--package-snapshot", default=None, metavar="DIR",
+                    help="train nothing: evaluate and package DIR, a --snapshot-every snapshot of the run "
+                         "that --steps/--stop-after describe (same weights: the training is deterministic)")
     ap.add_argument("--work-dir", default=None, help="where the tokenizer is trained (default: a temp dir)")
     args = ap.parse_args(argv)
 
@@ -78,18 +85,25 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="tiny_policy_"))
+    stop = int(args.stop_after or args.steps)
     runner = TunixRunner()
-    runner.open(RunContext(run_dir=work, seed=args.seed, model=dict(MODEL), data=dict(DATA),
-                           runner={"wandb": "disabled"}))
+    model = dict(MODEL, init_from=str(Path(args.package_snapshot).resolve())) if args.package_snapshot else dict(MODEL)
+    runner.open(RunContext(run_dir=work, seed=args.seed, model=model, data=dict(DATA), runner={"wandb": "disabled"}))
     train = {"batch_size": args.batch, "max_seq_len": args.seq, "learning_rate": args.lr, "lr_schedule": "cosine"}
     runner.setup_phase(PhaseSetup(
         name="sft", kind="sft", ordinal=0, max_steps=args.steps, start_phase_step=0, global_step=0,
         penalties=dict(PRESETS["soft"]), train=train, eval={"max_new_tokens": 128},
     ))
+    from runners.tunix.model import save_gemma3_safetensors
+
     t_train = time.perf_counter()
     loss = math.nan
-    for m in runner.train(args.steps):
+    for m in runner.train(0 if args.package_snapshot else stop):
         loss = m["loss"]
+        if args.snapshot_every and runner.phase_step % args.snapshot_every == 0 and runner.phase_step < args.steps:
+            snap = Path(f"{args.out}-step{runner.phase_step}")
+            save_gemma3_safetensors(runner.model, snap)
+            shutil.copyfile(runner.tokenizer_path, snap / "tokenizer.model")
         if runner.phase_step % args.log_every == 0:
             print(f"sft step {runner.phase_step}: loss {loss:.3f}  elapsed {time.perf_counter() - t_train:.0f}s"
                   f"  rss {rss_gib():.2f} GiB", flush=True)
@@ -110,8 +124,6 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    from runners.tunix.model import save_gemma3_safetensors
-
     save_gemma3_safetensors(runner.model, tmp)
     shutil.copyfile(runner.tokenizer_path, tmp / "tokenizer.model")
     from runners.tunix import data as datamod
@@ -120,14 +132,18 @@ def main(argv: list[str] | None = None) -> int:
     before = runner.generate(probe, 128, batch_size=8)
     runner.close()
 
+    recipe = f"python bench/train_tiny_policy.py --seed {args.seed} --steps {args.steps}"
+    recipe += f" --batch {args.batch} --lr {args.lr:g} --seq {args.seq}" + (f" --stop-after {stop}" if stop != args.steps else "")
     card = {
         "what": "tiny Gemma 3 DIPG policy: SFT from random init on the synthetic vignettes (SYNTHETIC, NOT MEDICAL ADVICE)",
-        "command": "python bench/train_tiny_policy.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": recipe,
+        "made_by": "python bench/train_tiny_policy.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "seed": args.seed,
         "model": dict(MODEL, params=None),
         "data": DATA,
-        "sft": dict(train, steps=args.steps, final_loss=round(loss, 4)),
-        "train_seconds": round(train_s, 1),
+        "sft": dict(train, schedule_steps=args.steps, steps=stop,
+                    final_loss=None if args.package_snapshot else round(loss, 4)),
+        "train_seconds": None if args.package_snapshot else round(train_s, 1),
         "eval": {
             "items": len(items),
             "greedy": True,
