@@ -14,6 +14,8 @@ Definitions (n = number of verdicts unless stated):
   or an answer claim the context does not support), over all responses: malformed ones are
   judged on a best-effort parse.  ``unjudged_rate`` (in ``aggregate``) is the fraction that had
   no proof or answer to judge at all (counted False in the other rates).
+* ``grounded_rate`` (in ``aggregate``): fraction whose proof is verbatim (flag ``grounded``:
+  every quoted span is in the context), over all responses.
 * ``refusal_rate``: fraction that are canned refusals.
 * ``consistency_rate``: fraction with flag ``consistent`` (answer claims supported by the proof;
   malformed responses count as not consistent).
@@ -208,6 +210,8 @@ def aggregate(
     out = reward_metrics(totals)
     counts = rate_counts(vs, items)
     counts["unjudged_rate"] = (sum(1 for v in vs if v.detail.get("judged", True) is False), len(vs))
+    # verbatim proofs (every quoted span is in the context): what a safe answer is built on
+    counts["grounded_rate"] = (sum(1 for v in vs if v.flags.get("grounded", False)), len(vs))
     for k, (s, n) in counts.items():
         lo, hi = wilson(s, n)
         out[k] = Metric(s / n if n else math.nan, lo, hi, n)

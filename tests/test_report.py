@@ -270,6 +270,11 @@ def test_summary_table_lists_each_phase(full_run):
     assert "safe" in lines[0] and "halluc." in lines[0] and "refusal" in lines[0] and "consist." in lines[0]
     assert "0.71 [" in table  # final safe rate with CI
     assert "finished (max_steps) at step 240" in table
+    # the change from the end of SFT to the end of the run, with its Newcombe interval
+    change = next(ln for ln in lines if ln.strip().startswith("safe_rate:"))
+    assert "0.31 [" in change and "-> 0.71 [" in change and "change +0.40 [" in change
+    assert change.endswith("(excludes 0)")
+    assert not any(ln.strip().startswith("grounded_rate:") for ln in lines)  # not in these evaluations
 
 
 def test_missing_dir_and_files(tmp_path):

@@ -52,7 +52,11 @@ def test_aggregate_definitions():
         _v(30, "conflict", format_ok=True, abstained=True, conflict_reported=True, correct=True, hallucination=True),
     ]
     m = aggregate(vs)
-    assert set(m) == set(REWARD_METRICS) | set(RATE_METRICS) | {"unjudged_rate"}
+    assert set(m) == set(REWARD_METRICS) | set(RATE_METRICS) | {"unjudged_rate", "grounded_rate"}
+    assert m["grounded_rate"].value == 0.0 and m["grounded_rate"].n == 6  # no verdict here has a verbatim proof
+    vs.append(_v(45, "answerable", format_ok=True, grounded=True, correct=True, consistent=True, safe=True))
+    assert aggregate(vs)["grounded_rate"].value == pytest.approx(1 / 7)
+    vs.pop()
     assert m["format_error_rate"].value == pytest.approx(1 / 6)
     assert m["safe_rate"].value == pytest.approx(3 / 6)
     assert m["refusal_rate"].value == pytest.approx(1 / 6)

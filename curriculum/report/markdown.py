@@ -147,6 +147,30 @@ def _end_state(run: RunData) -> str:
 # plain-text summary table
 
 
+#: eval rates whose change from the end of SFT to the end of the run the report shows
+CHANGE_RATES: tuple[str, ...] = ("safe_rate", "grounded_rate", "hallucination_rate", "refusal_rate", "consistency_rate")
+
+
+def _changes(base: PhaseVisit, final: PhaseVisit, keys: Sequence[str]):
+    """(key, start, end, change with Newcombe's interval) for each rate both evaluations have."""
+    for key in keys:
+        a, b = base.eval_interval(key), final.eval_interval(key)
+        if a is not None and b is not None:
+            yield key, a, b, _diff_interval(a, b)
+
+
+def _change_summary(run: RunData) -> list[str]:
+    """Plain-text lines: the safe and verbatim-proof rates from the end of SFT to the end."""
+    base, final = _baseline_and_final(run)
+    if base is None or final is None or base is final:
+        return []
+    out = [f"change from the end of {base.name} to the end of the run (eval, 95% CI; Newcombe for the change):"]
+    for key, a, b, d in _changes(base, final, ("safe_rate", "grounded_rate")):
+        beyond = "excludes 0" if d.has_ci and (d.lo > 0 or d.hi < 0) else "includes 0"
+        out.append(f"  {key}: {a.fmt()} -> {b.fmt()}, change {d.fmt(sign=True)} ({beyond})")
+    return out if len(out) > 1 else []
+
+
 def _table_rates(run: RunData) -> tuple[tuple[str, str], ...]:
     """The rates of the tables: DIPG's when the evaluations report them, else the outcome rates
     the run's reward reports (every evaluated metric with an interval, reward statistics aside)."""
@@ -202,6 +226,7 @@ def summary_table(run: RunData) -> str:
         "reward mean/max: mean and best of the per-step mean reward; "
         "rates: end-of-phase eval [95% CI]"
     )
+    out += _change_summary(run)
     out.append(_end_state(run))
     return "\n".join(out)
 
@@ -305,11 +330,9 @@ def write_markdown(run: RunData, path: str | Path, png_name: str | None = PNG_NA
         L.append("")
         L.append("| metric | start | end | change [95% CI] |")
         L.append("|---|---|---|---|")
-        for key, _ in _table_rates(run):
-            a, b = base.eval_interval(key), final.eval_interval(key)
-            if a is None or b is None:
-                continue
-            d = _diff_interval(a, b)
+        rates = _table_rates(run)
+        keys = CHANGE_RATES if rates is TABLE_RATES else tuple(k for k, _ in rates)
+        for key, a, b, d in _changes(base, final, keys):
             L.append(f"| {key} | {a.fmt()} | {b.fmt()} | {d.fmt(sign=True)} |")
         L.append("")
         L.append(

@@ -39,6 +39,23 @@ LORA_TARGETS: dict[str, str] = {
 
 _STRICT = ConfigDict(extra="forbid", validate_assignment=True)
 
+#: ``[model] init_from`` value naming the tiny policy shipped in the package.
+SHIPPED = "shipped"
+SHIPPED_POLICY = Path(__file__).resolve().parent / "assets" / "tiny-dipg"
+#: what a policy directory (``init_from``) holds
+POLICY_FILES: tuple[str, ...] = ("model.safetensors", "config.json", "tokenizer.model")
+#: ``[model]`` keys that ``init_from`` decides (config.json key of each)
+POLICY_DIMS: dict[str, str] = {
+    "num_layers": "num_hidden_layers",
+    "embed_dim": "hidden_size",
+    "hidden_dim": "intermediate_size",
+    "num_heads": "num_attention_heads",
+    "head_dim": "head_dim",
+    "num_kv_heads": "num_key_value_heads",
+    "vocab_size": "vocab_size",
+    "sliding_window": "sliding_window",
+}
+
 
 def family_of(preset: str) -> str:
     """Architecture of a preset: "gemma3" for tiny and gemma3-*, else the Tunix config category."""
@@ -66,6 +83,11 @@ class ModelSection(BaseModel):
     lora_alpha: float | None = Field(default=None, gt=0)  # None: 2 * lora_rank
     lora_targets: str | None = None  # regex of module paths; default per family
     init_seed: int | None = None  # tiny: weight init seed (default: the run seed)
+    # tiny: start from trained weights instead of a random init: "shipped" (the policy in the
+    # package, runners/tunix/assets/tiny-dipg) or a local directory written by
+    # bench/train_tiny_policy.py (model.safetensors + config.json + tokenizer.model); the
+    # dimensions and the tokenizer come from it
+    init_from: str | None = None
     # Tiny Gemma 3 dimensions (ignored for real weights, which read config.json).
     num_layers: int = Field(default=4, ge=1, le=64)
     embed_dim: int = Field(default=128, ge=8)
@@ -85,6 +107,12 @@ class ModelSection(BaseModel):
             )
         if self.head_dim % 2:
             raise ValueError(f"head_dim: must be even (RoPE), got {self.head_dim}")
+        if self.init_from is not None and self.preset != "tiny":
+            raise ValueError(
+                f"init_from: only for preset 'tiny' (preset {self.preset!r} loads its weights from model.path)"
+            )
+        if self.init_from is not None and not self.init_from.strip():
+            raise ValueError(f"init_from: expected {SHIPPED!r} or a checkpoint directory, got an empty string")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(
                 f"num_kv_heads: must divide num_heads ({self.num_heads}), got {self.num_kv_heads}"
@@ -340,10 +368,48 @@ def _check_config_json(m: ModelSection, p: Path) -> list[tuple[str, str]]:
     return []
 
 
+def init_dir(m: ModelSection) -> Path | None:
+    """The policy directory ``init_from`` names (None: random init)."""
+    if m.init_from is None:
+        return None
+    return SHIPPED_POLICY if m.init_from == SHIPPED else Path(m.init_from).expanduser()
+
+
+def check_init_from(m: ModelSection) -> list[tuple[str, str]]:
+    """``init_from`` names a complete policy directory whose dimensions agree with any set explicitly."""
+    p = init_dir(m)
+    if p is None:
+        return []
+    what = "the shipped policy (broken installation?)" if m.init_from == SHIPPED else "checkpoint directory"
+    hint = f"expected {SHIPPED!r} or a directory written by bench/train_tiny_policy.py ({', '.join(POLICY_FILES)})"
+    if not p.is_dir():
+        return [("model.init_from", f"{what} does not exist: {p}; {hint}")]
+    missing = [f for f in POLICY_FILES if not (p / f).is_file()]
+    if missing:
+        return [("model.init_from", f"{what} {p} lacks {', '.join(missing)}; {hint}")]
+    try:
+        raw = json.loads((p / "config.json").read_text())
+        dims = {k: int(raw[v]) for k, v in POLICY_DIMS.items()}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return [("model.init_from", f"{p / 'config.json'} is not a Gemma 3 config.json ({exc!r})")]
+    if raw.get("model_type") not in HF_MODEL_TYPES["gemma3"]:
+        return [("model.init_from", f"{p / 'config.json'} has model_type {raw.get('model_type')!r}; expected a Gemma 3 model")]
+    errs: list[tuple[str, str]] = []
+    for key in sorted(m.model_fields_set & set(POLICY_DIMS)):
+        if getattr(m, key) != dims[key]:
+            errs.append((f"model.{key}", f"{getattr(m, key)} differs from the {dims[key]} of the init_from checkpoint {p}; remove the key (init_from sets it)"))
+    if m.init_seed is not None:
+        errs.append(("model.init_seed", "has no effect with init_from (the weights come from the checkpoint); remove one of them"))
+    if m.tokenizer_path is not None:
+        errs.append(("model.tokenizer_path", f"init_from brings its own tokenizer ({p / 'tokenizer.model'}); remove tokenizer_path"))
+    return errs
+
+
 def check_model_paths(m: ModelSection) -> list[tuple[str, str]]:
     """Filesystem checks for real weights (cheap: no jax, no reading of weights)."""
     errs: list[tuple[str, str]] = []
     if m.is_tiny:
+        errs += check_init_from(m)
         if m.path:
             errs.append(("model.path", "preset 'tiny' is randomly initialised; remove path or pick a family preset"))
         if m.effective_lora_rank > 0:

@@ -66,6 +66,20 @@ def build_tiny(m: ModelSection, vocab_size: int, seed: int, mesh, max_len: int =
     )
 
 
+def build_from_policy(m: ModelSection, path: Path, mesh):
+    """The tiny Gemma 3 of ``[model] init_from``: dimensions from ``path/config.json``, weights
+    from ``path/model.safetensors`` through Tunix's Gemma 3 safetensors loader (full fine-tune)."""
+    from tunix.models import automodel
+
+    cfg = gemma3_config_from_json(Path(path), _dtype(m.dtype))
+    if cfg is None:
+        raise FileNotFoundError(f"model.init_from: no config.json in {path}")
+    try:
+        return automodel.create_model_from_safe_tensors(FAMILIES["gemma3-1b"], str(path), cfg, mesh, dtype=_dtype(m.dtype))
+    except (ValueError, AssertionError, RuntimeError) as exc:
+        raise ValueError(f"model.init_from: could not load {path}/model.safetensors ({_describe(cfg)}): {_first_lines(exc)}") from exc
+
+
 def _read_hf_config(path: Path) -> dict[str, Any] | None:
     """The (text model's) fields of ``path/config.json``, or None when there is none."""
     f = path / "config.json"

@@ -128,7 +128,7 @@ class TunixRunner(SftHalf, GrpoHalf):
             raise ValueError("data: no training items")
 
         # tokenizer
-        if self.m.is_tiny:
+        if self.m.is_tiny and self.m.init_from is None:
             texts = []
             for items in self.train_sets.values():
                 for it in items:
@@ -140,7 +140,9 @@ class TunixRunner(SftHalf, GrpoHalf):
             )
             vocab = int(self.tokenizer.get_piece_size())
         else:
-            self.tokenizer_path = Path(self.m.tokenizer_path or self.m.path).expanduser()  # type: ignore[arg-type]
+            policy = cfgmod.init_dir(self.m)  # init_from: the policy's own tokenizer
+            source = policy / "tokenizer.model" if policy else (self.m.tokenizer_path or self.m.path)
+            self.tokenizer_path = Path(source).expanduser()  # type: ignore[arg-type]
             self.tokenizer = textmod.load_tokenizer(self.tokenizer_path)
             vocab = None
         from tunix.generate import tokenizer_adapter
@@ -214,7 +216,9 @@ class TunixRunner(SftHalf, GrpoHalf):
     def _build_base_model(self, vocab: int | None):
         from runners.tunix import model as modelmod
 
-        if self.m.is_tiny:
+        if self.m.init_from is not None:
+            model = modelmod.build_from_policy(self.m, cfgmod.init_dir(self.m), self.mesh)
+        elif self.m.is_tiny:
             init_seed = int(self.m.init_seed if self.m.init_seed is not None else self.seed)
             model = modelmod.build_tiny(self.m, int(vocab), init_seed, self.mesh)
         else:
