@@ -113,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     ev = runner.evaluate()
     eval_s = time.perf_counter() - t_ev
     texts = list(runner.last_eval_texts)
-    items = list(runner.eval_items)
+    from runners.datasets import to_dipg
+
+    items = [to_dipg(x) for x in runner.eval_items]
     grounded = grounded_by_type(texts, items)
     rates = {k: round(ev[k], 4) for k in ("format_error_rate", "safe_rate", "hallucination_rate", "correct_rate",
                                           "abstention_accuracy", "consistency_rate")}

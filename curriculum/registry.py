@@ -219,6 +219,10 @@ def register_reward(
                     stacklevel=2,
                 )
             _rewards[key] = d
+        try:  # the declaration travels with the function: found again even after a registry
+            fn.__curriculum_reward__ = d  # type: ignore[attr-defined]  # scope ended (module cached)
+        except (AttributeError, TypeError):
+            pass
         return fn
 
     return deco
@@ -257,7 +261,10 @@ def reward_for_function(fn: Callable[..., object]):
         for d in _rewards.values():
             if d.fn is fn:  # type: ignore[attr-defined]
                 return d
-    return None
+    # registered once, then undone by a `registry.scoped()` that ended while the module stayed
+    # imported: its decorator's declaration is still on the function
+    d = getattr(fn, "__curriculum_reward__", None)
+    return d if d is not None and getattr(d, "fn", None) is fn else None
 
 
 def reward_names() -> frozenset[str]:

@@ -823,8 +823,8 @@ def _check_controller(tbl: dict[str, Any], metrics: set[str]) -> list[tuple[tupl
     from curriculum.controllers import CONTROLLER_KINDS
 
     kind = tbl.get("type", "pid")
-    if kind not in CONTROLLER_KINDS:
-        return [(("type",), f"unknown controller type {kind!r}; expected {one_of(CONTROLLER_KINDS)}{suggest(str(kind), CONTROLLER_KINDS)}")]
+    if not isinstance(kind, str) or kind not in CONTROLLER_KINDS:
+        return [(("type",), f"unknown controller type {kind!r}; expected {one_of(CONTROLLER_KINDS)}{suggest(str(kind), CONTROLLER_KINDS) if isinstance(kind, str) else ''}")]
     m = tbl.get("metric")
     if not isinstance(m, str):
         return [(("metric",), "expected the name of the metric to hold at `target`, e.g. \"hallucination_rate\"")]

@@ -40,10 +40,10 @@ def main() -> None:
         state, d = cur.begin(state)  # a phase begins, or an eval phase / spent budget moves on
         if isinstance(d, curriculum.Stay):
             metrics = my_grpo_step(state.penalties)
-            if metrics is None:  # out of data
-                state, d = cur.finish(state, "runner_exhausted")
-            else:
-                state, d = cur.observe(state, metrics)
+            if metrics is None:  # out of data: the run ends where it is (no transition)
+                state, _ = cur.finish(state, "runner_exhausted")
+                continue
+            state, d = cur.observe(state, metrics)
         if isinstance(d, curriculum.Transition):
             print(json.dumps({"from": d.phase, "to": d.to, "step": d.step, "reason": d.reason}))
     print(json.dumps({"finished": state.finish_reason, "steps": state.global_step}))

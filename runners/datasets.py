@@ -60,6 +60,16 @@ def from_dipg(item: Any) -> Example:
     )
 
 
+def to_dipg(example: Example) -> Any:
+    """The DIPG item (rewards.Item) behind an Example made by :func:`from_dipg` (for scoring a
+    generation with ``rewards.score`` directly, as the policy tests and benchmarks do)."""
+    from rewards import Item
+
+    c = example.columns
+    return Item(id=example.id, type=str(c["task_type"]), context=str(c["context"]), question=str(c["question"]),
+                expected_answer=str(c["expected_answer"]), reference=example.reference)
+
+
 def as_example(item: Any) -> Example:
     return item if isinstance(item, Example) else from_dipg(item)
 

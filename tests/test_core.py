@@ -195,7 +195,7 @@ def _cli(*args):
 @pytest.mark.parametrize("kind,start", [("sharp", "medium"), ("saturation", "medium"), ("healthy", "soft")])
 def test_the_readme_loop_reproduces_the_cli_exactly(tmp_path, kind, start):
     trace = tmp_path / "t.jsonl"
-    write_replay(trace, kind, 3, steps=200)
+    write_replay(trace, kind, 3, steps=260)  # long enough for every budget of the cpu profile
     sets = ["--set", "phases.medium.max_steps=150", "--set", "phases.soft.max_steps=60"]
     rd = tmp_path / "run"
     res = _cli("-m", "curriculum.cli", "run", "examples/dipg.toml", "--replay", str(trace), "--start-phase", start,

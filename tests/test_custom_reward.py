@@ -217,3 +217,19 @@ def test_replay_run_with_a_custom_reward_uses_its_maximum_and_outcomes(tmp_path,
     assert first["top_reward_rate"] == 0.0 and late["top_reward_rate"] == 0.5  # max 2 + 1 = 3
     assert late["right_rate"] == 0.75
     assert not math.isnan(late["reward_mean"])
+
+
+def test_a_reward_registered_inside_an_ended_scope_is_still_found_from_its_function():
+    """A reward module imported during a `registry.scoped()` block stays in sys.modules after
+    the block undid its registration; resolving `function = "mod:fn"` must still find it."""
+    from curriculum import registry
+
+    with registry.scoped():
+        @registry.register_reward(keys=["a", "b"], outcomes=["hit_rate"])
+        def scoped_reward(prompts, completions, values, **columns):
+            return [0.0 for _ in completions]
+
+    assert "scoped_reward" not in registry.reward_names()
+    d = registry.reward_for_function(scoped_reward)
+    assert d is not None and d.keys == ("a", "b") and d.outcomes == ("hit_rate",)
+    assert registry.reward_for_function(lambda *a, **k: []) is None

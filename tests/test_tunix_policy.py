@@ -114,5 +114,7 @@ def test_shipped_policy_loads_and_answers_in_format(tmp_path):
     finally:
         r.close()
     assert all(parse_response(t).ok for t in texts), texts
-    grounded = [score(t, it, PRESETS["soft"]).flags["grounded"] for t, it in zip(texts, items)]
+    from runners.datasets import to_dipg
+
+    grounded = [score(t, to_dipg(it), PRESETS["soft"]).flags["grounded"] for t, it in zip(texts, items)]
     assert any(grounded), texts
