@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from .parse import Parsed
-from .text import NormContext, merge_variant_names, normalize, numbers, tokens, unify_double_quotes
+from .text import NormContext, merge_variant_names, normalize, numbers, tokens, unify_double_quotes, word_start
+
+def _fast(rx: re.Pattern[str]) -> re.Pattern[str]:
+    """``rx`` with its leading word boundaries rewritten by :func:`rewards.text.word_start`
+    (the same matches, found several times faster); patterns are written with ``\\b`` for
+    readability and compiled through this."""
+    return re.compile(word_start(rx.pattern), rx.flags) if "\\b" in rx.pattern[:2] or "|\\b" in rx.pattern else rx
+
 
 # --------------------------------------------------------------------------- format
 
@@ -391,6 +398,8 @@ _NEG_RE = re.compile(
     r"\b(?:not|no|never|none|neither|nor|without|cannot|cant|dont|doesnt|didnt|isnt|arent|"
     r"wasnt|werent|wont|absent|negative)\b"
 )
+#: the words of _NEG_RE: it matches exactly when one of them is a whole word token
+_NEG_WORDS = frozenset(_NEG_RE.pattern[len("\\b(?:") : -len(")\\b")].split("|"))
 
 
 _STEMS: dict[str, str] = {}
@@ -451,7 +460,8 @@ def _question_key_terms(question_norm: str) -> frozenset[str]:
 
 
 def has_negation(norm_text: str) -> bool:
-    return _NEG_RE.search(norm_text) is not None
+    """A negation cue (a word of ``_NEG_RE``) is one of the text's word tokens."""
+    return not _NEG_WORDS.isdisjoint(_tokens_of(norm_text))
 
 
 # --------------------------------------------------------------------------- correctness
@@ -653,6 +663,7 @@ _ABSTAIN_RES = (
         r"can be (?:made|given|drawn|reached|established|determined|provided)\b"
     ),
 )
+_ABSTAIN_RES = tuple(_fast(r) for r in _ABSTAIN_RES)
 _CONFLICT_RE = re.compile(
     r"\b(?:conflict\w*|contradict\w*|inconsisten\w*|discrepan\w*|disagree\w*|(?:do|does) not agree|"
     r"dont agree|doesnt agree|differ|differs|differing|(?:do|does|did) not (?:match|align)|dont match|doesnt match|"
@@ -663,10 +674,12 @@ _CONFLICT_RE = re.compile(
     r"but (?:the |a )?(?:second|other|another|separate|outside|later) (?:\w+ ){0,2}?"
     r"(?:opinions?|reports?|reviews?|readings?|interpretations?|reads?))\b"
 )
+_CONFLICT_RE = _fast(_CONFLICT_RE)
 _CONFLICT_NEG_RE = re.compile(
     r"\b(?:no|not|without|nor|never) (?:\w+ ){0,2}?(?:conflict\w*|contradict\w*|discrepan\w*|"
     r"disagree\w*|inconsisten\w*|differ\w*)\b"
 )
+_CONFLICT_NEG_RE = _fast(_CONFLICT_NEG_RE)
 _REFUSAL_RES = (
     re.compile(
         r"\b(?:i|we) (?:cant|cannot|can not|am unable to|m unable to|are unable to|am not able to|"
@@ -683,6 +696,7 @@ _REFUSAL_RES = (
     re.compile(r"\b(?:cannot|cant|can not|unable to|not able to|not allowed to|not permitted to|wont|will not) "
                r"(?:give|provide|offer) (?:\w+ )?(?:medical|health|clinical) (?:advice|guidance|recommendations?)"),
 )
+_REFUSAL_RES = tuple(_fast(r) for r in _REFUSAL_RES)
 
 
 # Cheap keyword prefilters: a pattern can only match when one of its keywords is present, so
@@ -903,18 +917,21 @@ def _direction(tok: str) -> str | None:
     return d
 
 
-_ALL_DIRECTION_PREFIXES = tuple(p for ps in _DIRECTION_PREFIXES.values() for p in ps)
 
 
 def _directions(toks: list[str] | tuple[str, ...]) -> list[tuple[int, str]]:
     """(position, direction) of each direction word not negated by one of the 3 words before."""
     out = []
-    starts = _ALL_DIRECTION_PREFIXES
+    known = _DIRECTION_CACHE  # token -> direction or None, filled by _direction
     for i, t in enumerate(toks):
-        if not t.startswith(starts):
+        d = known.get(t, "")
+        if d is None:
             continue
-        d = _direction(t)
-        if d is not None and _NEG_CUES.isdisjoint(toks[max(0, i - 3) : i]):
+        if d == "":
+            d = _direction(t)
+            if d is None:
+                continue
+        if _NEG_CUES.isdisjoint(toks[max(0, i - 3) : i]):
             out.append((i, d))
     return out
 
