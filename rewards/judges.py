@@ -12,13 +12,18 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from .parse import Parsed
-from .text import NormContext, merge_variant_names, normalize, numbers, tokens, unify_double_quotes, word_start
+from .text import _VARIANT_PAIR_RE, NormContext, merge_variant_names, normalize, numbers, tokens, split_top, unify_double_quotes, word_start
 
 def _fast(rx: re.Pattern[str]) -> re.Pattern[str]:
     """``rx`` with its leading word boundaries rewritten by :func:`rewards.text.word_start`
     (the same matches, found several times faster); patterns are written with ``\\b`` for
     readability and compiled through this."""
-    return re.compile(word_start(rx.pattern), rx.flags) if "\\b" in rx.pattern[:2] or "|\\b" in rx.pattern else rx
+    alts = split_top(rx.pattern)
+    if not any(a.startswith("\\b") for a in alts):
+        return rx
+    if len(alts) > 1 and any(a.startswith("\\b(") for a in alts):
+        return rx  # a group under a top-level alternation: no first-letter set either way, and slower
+    return re.compile(word_start(rx.pattern), rx.flags)
 
 
 # --------------------------------------------------------------------------- format
@@ -197,7 +202,7 @@ def _may_be_near_verbatim(toks: list[str], ctx: NormContext) -> bool:
     return True
 
 
-def span_in_context(span_norm: str, ctx: NormContext, toks: list[str] | None = None) -> bool:
+def span_in_context(span_norm: str, ctx: NormContext, toks: list[str] | None = None, unmerged: bool = False) -> bool:
     """Whether one normalised evidence span is a (near-)verbatim copy of one place of the context.
 
     Exact when its word tokens occur contiguously in the context's tokens (so punctuation and
@@ -211,7 +216,10 @@ def span_in_context(span_norm: str, ctx: NormContext, toks: list[str] | None = N
     function word inside a long quote passes; a stitched "mosaic" of trigrams from different
     sentences, a drug or gene swapped for one named elsewhere, or an invented clause do not.
     """
-    toks = merge_variant_names(tokens(span_norm) if toks is None else toks, span_norm)
+    if toks is None:
+        toks = tokens(span_norm)
+    if not unmerged:  # (unmerged: the caller knows the span holds no name + variant pair)
+        toks = merge_variant_names(toks, span_norm)
     if not toks:
         return True
     n = len(toks)
@@ -322,13 +330,17 @@ def judge_grounding(proof: str, ctx: NormContext, cut_off: bool = False) -> Grou
     n = 0
     bad: list[str] = []
     all_toks: set[str] = set()
+    proof_norm = " ".join(quoted + segments)
+    # a "h3 k27m" pair in one piece is one in the joined text: without one there, no piece's
+    # tokens need merging (one test instead of one per piece)
+    unmerged = _VARIANT_PAIR_RE.search(proof_norm) is None
     for qn in quoted:
         toks = tokens(qn)
         if not toks:
             continue
         all_toks.update(toks)
         n += 1
-        if not span_in_context(qn, ctx, toks):
+        if not span_in_context(qn, ctx, toks, unmerged):
             bad.append(qn)
     for sn in segments:
         toks = tokens(sn)
@@ -336,9 +348,9 @@ def judge_grounding(proof: str, ctx: NormContext, cut_off: bool = False) -> Grou
         if not toks or _is_leadin(sn, sn, toks):
             continue
         n += 1
-        if not span_in_context(sn, ctx, toks):
+        if not span_in_context(sn, ctx, toks, unmerged):
             bad.append(sn)
-    return Grounding(n_spans=n, bad_spans=tuple(bad), proof_norm=" ".join(quoted + segments), proof_tokens=frozenset(all_toks))
+    return Grounding(n_spans=n, bad_spans=tuple(bad), proof_norm=proof_norm, proof_tokens=frozenset(all_toks))
 
 
 _WORD_RE = re.compile(r"\w")
@@ -497,7 +509,8 @@ _SCHEDULE_PATTERNS: tuple[tuple[str, str], ...] = (
 )
 #: all of them as one alternation (earlier patterns win), each a named group
 # (every pattern starts a word with one of these letters: the lookahead rejects other positions
-# before the alternation is tried, several times faster on long answers, same matches)
+# before the alternation is tried, several times faster on long answers, same matches; the
+# word_start rewrite is 4x slower here: with named groups the engine finds no first-letter set)
 _SCHEDULE_RE = re.compile(
     "(?=[t23beqowdpi])(?<!\\w)(?:" + "|".join(f"(?P<g{i}>{pat})" for i, (pat, _) in enumerate(_SCHEDULE_PATTERNS)) + ")"
 )
@@ -521,6 +534,8 @@ def _schedules(norm_text: str) -> tuple[str, frozenset[str]]:
 
 #: for reference answers, which repeat (answers are not memoised: they rarely repeat)
 _reference_schedules = lru_cache(maxsize=8192)(_schedules)
+#: per-score memo for answers (judge_correct asks twice: through judge_schedule and for the text)
+_answer_schedules = lru_cache(maxsize=_SCORE_MEMO)(_schedules)
 
 
 def judge_schedule(answer_norm: str, expected_norm: str) -> bool:
@@ -528,7 +543,7 @@ def judge_schedule(answer_norm: str, expected_norm: str) -> bool:
     weekly", "once a week", "orally", "IV") is one the reference states, for each kind
     (frequency, route) the reference states.  "625 mg twice weekly" is wrong against "625 mg
     once weekly"; "once a week" is right against "weekly"."""
-    _, a = _schedules(answer_norm)
+    _, a = _answer_schedules(answer_norm)
     _, r = _reference_schedules(expected_norm)
     for kind in ("sched", "route"):
         rk = {t for t in r if t.startswith(kind)}
@@ -583,7 +598,7 @@ def judge_correct(answer_norm: str, expected_norm: str, question_norm: str = "")
     if ref_found:  # otherwise no schedule can disagree and the words compare as they are
         if not judge_schedule(answer_norm, expected_norm):
             return False
-        answer_norm, expected_norm = _schedules(answer_norm)[0], ref_sched
+        answer_norm, expected_norm = _answer_schedules(answer_norm)[0], ref_sched
     headline = _headline(expected_norm)
     ref_nums, ref_all_terms, _ = _reference_facts(expected_norm)
     head_nums, head_terms, ref_neg = _reference_facts(headline)
@@ -748,7 +763,6 @@ def _has_any(text: str, keys: tuple[str, ...]) -> bool:
     return False
 
 
-@lru_cache(maxsize=2 * _SCORE_MEMO)
 def _any_pattern(text: str, pairs: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...]) -> bool:
     """Whether one of the (keywords, pattern) pairs matches; a pattern is tried only when one
     of its keywords is present."""
@@ -761,6 +775,7 @@ def _any_pattern(text: str, pairs: tuple[tuple[tuple[str, ...], re.Pattern[str]]
     return False
 
 
+@lru_cache(maxsize=2 * _SCORE_MEMO)  # keyed by the text alone (hashing the pattern table costs more)
 def judge_abstention(answer_norm: str) -> bool:
     """The answer says the context does not contain what was asked (phrase family in docs)."""
     return _any_pattern(answer_norm, _ABSTAIN_PAIRS)
@@ -805,6 +820,7 @@ def judge_conflict(answer_norm: str) -> bool:
     return False
 
 
+@lru_cache(maxsize=2 * _SCORE_MEMO)
 def has_refusal_boilerplate(answer_norm: str) -> bool:
     """Refusal boilerplate anywhere in the text (see :func:`judge_refusal`)."""
     return _any_pattern(answer_norm, _REFUSAL_PAIRS)
@@ -917,8 +933,6 @@ def _direction(tok: str) -> str | None:
     return d
 
 
-
-
 def _directions(toks: list[str] | tuple[str, ...]) -> list[tuple[int, str]]:
     """(position, direction) of each direction word not negated by one of the 3 words before."""
     out = []
@@ -947,9 +961,16 @@ def _context_directions_norm(norm: str) -> tuple[tuple[frozenset[str], frozenset
     return tuple(out)
 
 
-def _context_directions(ctx: NormContext) -> tuple[tuple[frozenset[str], frozenset[str]], ...]:
-    """(token set, directions stated) per context sentence (memoised per context)."""
-    return _context_directions_norm(ctx.norm)
+@lru_cache(maxsize=4096)
+def _context_direction_index(norm: str) -> dict[str, frozenset[str]]:
+    """word -> the directions stated by the context sentences holding it (sentences stating
+    none left out), so a subject's directions are a few lookups (memoised per context)."""
+    index: dict[str, set[str]] = {}
+    for stoks, sdirs in _context_directions_norm(norm):
+        if sdirs:
+            for w in stoks:
+                index.setdefault(w, set()).update(sdirs)
+    return {w: frozenset(d) for w, d in index.items()}
 
 
 def judge_direction(answer_norm: str, ctx: NormContext) -> list[str]:
@@ -979,11 +1000,13 @@ def judge_direction(answer_norm: str, ctx: NormContext) -> list[str]:
         if not subj:
             continue
         if sents is None:
-            sents = _context_directions(ctx)
-        seen = set()
-        for stoks, sdirs in sents:
-            if subj & stoks:
-                seen |= sdirs
+            sents = _context_direction_index(ctx.norm)
+        # the directions of the context sentences that mention the subject
+        seen: set[str] = set()
+        for w in subj:
+            stated = sents.get(w)
+            if stated is not None:
+                seen |= stated
         if _OPPOSITE[d] in seen and d not in seen:
             bad.append(" ".join(toks[max(0, i - 2) : i + 4]))
     return bad

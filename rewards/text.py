@@ -57,7 +57,7 @@ def _structure(pattern: str):
         i += 1
 
 
-def _split_top(pattern: str) -> list[str]:
+def split_top(pattern: str) -> list[str]:
     """``pattern`` split at its top-level ``|`` (outside groups, classes and escapes)."""
     cuts = [i for i, c, depth in _structure(pattern) if c == "|" and depth == 0]
     return [pattern[a + 1 : b] for a, b in zip([-1] + cuts, cuts + [len(pattern)])]
@@ -80,7 +80,7 @@ def _word_start_alt(alt: str) -> str:
         rest = alt[close + 1 :]
         if rest[:1] in ("?", "*", "+", "{"):
             raise ValueError(f"a quantified leading group cannot be rewritten: {alt!r}")
-        return "(?:" + "|".join(_word_start_alt(a) for a in _split_top(alt[3:close])) + ")" + rest
+        return "(?:" + "|".join(_word_start_alt(a) for a in split_top(alt[3:close])) + ")" + rest
     m = _LITERAL_RUN_RE.match(alt)
     if m is None:
         raise ValueError(f"no leading literal in {alt!r}")
@@ -103,7 +103,7 @@ def word_start(pattern: str) -> str:
     which is what the look-behind checks once the word has matched.  Each guarded alternative
     must start with a lowercase word or digit literal (or a group of such alternatives)."""
     out = []
-    for alt in _split_top(pattern):
+    for alt in split_top(pattern):
         out.append(_word_start_alt(alt[2:]) if alt.startswith("\\b") else alt)
     return "|".join(out)
 
@@ -113,7 +113,10 @@ def _superscript(m: re.Match[str]) -> str:
 
 
 _SPACES = "\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000"
-_SPECIAL = {**{c: "-" for c in _DASHES}, **{c: "" for c in _QUOTES}, **{c: " " for c in _SPACES}, "\u2026": "...", "\u00d7": "x"}
+_SPECIAL = {**{c: "-" for c in _DASHES}, **{c: "" for c in _QUOTES}, **{c: " " for c in _SPACES}, "\u2026": "...", "\u00d7": "x",
+            # the micro sign (common in lab values: "µL") is NFKC's Greek mu; mapped here so that a
+            # text whose only non-NFKC character it is skips the NFKC pass (same result)
+            "\u00b5": "\u03bc"}
 _SPECIAL_RE = re.compile("[" + re.escape("".join(_SPECIAL)) + "]")
 # UTF-8 of ¹ ² ³ (U+00B9, U+00B2, U+00B3) and the U+207x block holding the other superscripts
 _SUPER_BYTES = (b"\xc2\xb2", b"\xc2\xb3", b"\xc2\xb9", b"\xe2\x81")
@@ -226,7 +229,19 @@ def numbers(norm_text: str) -> set[str]:
     letter are part of a name (``onc201``, ``h3``, ``k27m``) and are compared as words."""
     if _DIGIT_RE.search(norm_text) is None:  # most pieces of text have no digit at all
         return set()
-    return {canonical_number(m) for m in _NUMBER_RE.findall(norm_text)}
+    known = _CANONICAL.get
+    return {known(m) or _canonical_stored(m) for m in _NUMBER_RE.findall(norm_text)}
+
+
+#: raw number -> canonical_number(raw) (numbers repeat across responses: "625", "100,000")
+_CANONICAL: dict[str, str] = {}
+
+
+def _canonical_stored(raw: str) -> str:
+    c = canonical_number(raw)  # never "" (so ``known(m) or ...`` above is exact)
+    if len(_CANONICAL) < 100_000:
+        _CANONICAL[raw] = c
+    return c
 
 
 def unify_double_quotes(text: str) -> str:
