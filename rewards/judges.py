@@ -444,7 +444,7 @@ def content_terms(norm_text: str, drop: frozenset[str] = frozenset()) -> set[str
 def _term_map(norm_text: str) -> dict[str, str]:
     """token -> stem for the non-stopword, non-digit tokens of a text (per-score memo: the
     answer's terms are asked for with several ``drop`` sets)."""
-    cand = set(tokens(norm_text))
+    cand = set(_tokens_of(norm_text))  # (usually memoised already: the answer's tokens)
     cand -= STOPWORDS
     get = _STEMS.get
     return {t: get(t) or _stem(t) for t in cand if not t.isdigit()}
