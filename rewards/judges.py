@@ -130,7 +130,12 @@ FUZZY_MAX_SKIP = 8
 _SCAN_MAX_CHARS = 20_000
 
 
-def _best_place(toks: list[str], ctx: NormContext) -> tuple[list[bool], int, int]:
+def _trigrams(toks: list[str]) -> list[str]:
+    """The span's word trigrams ("a b c"), in order (computed once per span)."""
+    return [f"{a} {b} {c}" for a, b, c in zip(toks, toks[1:], toks[2:])]
+
+
+def _best_place(toks: list[str], ctx: NormContext, tris: list[str] | None = None) -> tuple[list[bool], int, int]:
     """Align a span to the one place of the context that covers most of it.
 
     Every word trigram of the span found in the context votes for a place: its context
@@ -148,8 +153,7 @@ def _best_place(toks: list[str], ctx: NormContext) -> tuple[list[bool], int, int
     groups: dict[int, int] = {}
     base_mask = 0
     tp, common = ctx.tri_pos, ctx.common
-    for i in range(n - 2):
-        t = f"{toks[i]} {toks[i + 1]} {toks[i + 2]}"
+    for i, t in enumerate(_trigrams(toks) if tris is None else tris):
         ps = tp.get(t)
         if ps is not None:
             m = 7 << i
@@ -178,15 +182,15 @@ def _best_place(toks: list[str], ctx: NormContext) -> tuple[list[bool], int, int
     return [bool(full >> j & 1) for j in range(n)], ds[best_lo], ds[best_hi] + n
 
 
-def _may_be_near_verbatim(toks: list[str], ctx: NormContext) -> bool:
+def _may_be_near_verbatim(toks: list[str], ctx: NormContext, tris: list[str] | None = None) -> bool:
     """Necessary condition for the near-verbatim rule, without locating a place: the words
     covered by a trigram found *anywhere* in the context leave at most the allowed number of
     uncovered words, and no longer uncovered run (one place covers no more than that)."""
     n = len(toks)
     tri = ctx.trigrams
     cov = [False] * n
-    for i in range(n - 2):
-        if f"{toks[i]} {toks[i + 1]} {toks[i + 2]}" in tri:
+    for i, t in enumerate(_trigrams(toks) if tris is None else tris):
+        if t in tri:
             cov[i] = cov[i + 1] = cov[i + 2] = True
     cov[0] = cov[1] = True  # a reworded opening of up to 2 words is allowed (see span_in_context)
     unmatched = run = 0
@@ -233,9 +237,12 @@ def span_in_context(span_norm: str, ctx: NormContext, toks: list[str] | None = N
             return True
         # not exact: what follows can only accept a near-verbatim copy, so the cheap
         # necessary conditions come first (the same verdicts, in a different order)
-        if n < FUZZY_MIN_WORDS or not numbers(span_norm) <= ctx.numbers or not _may_be_near_verbatim(toks, ctx):
+        tris = _trigrams(toks)
+        if n < FUZZY_MIN_WORDS or not numbers(span_norm) <= ctx.numbers or not _may_be_near_verbatim(toks, ctx, tris):
             return False
-    flags, lo, hi = _best_place(toks, ctx)
+    else:
+        tris = _trigrams(toks)
+    flags, lo, hi = _best_place(toks, ctx, tris)
     if not small:
         if all(flags) and hi - lo <= n + 2:
             # exact through the index (a large context is not scanned)
@@ -720,7 +727,8 @@ _REFUSAL_RES = tuple(_fast(r) for r in _REFUSAL_RES)
 _ABSTAIN_KEYS = (
     ("does not", "doesnt", "do not", "dont", "did not", "didnt", "fail"),
     ("not ",),
-    ("information", "mention", "data", "detail"),
+    # "no|not enough|insufficient" + " " + "information|mention|data|detail..."
+    tuple(f"{a} {b}" for a in ("no", "enough", "insufficient") for b in ("information", "mention", "data", "detail")),
     ("cannot", "cant", "can not", "unable", "not able", "not possible", "impossible"),
     (" not reported", " not stated", " not specified", " not documented", " not mentioned", " not available",
      " not recorded", " not known"),
@@ -744,9 +752,9 @@ _SOURCE_WORDS = frozenset(
 _INCONSISTENT_WITH_RE = re.compile(r"\b(?:inconsistent|not consistent) with\b")
 _REFUSAL_KEYS = (
     ("cant", "cannot", "can not", "unable", "not able", "wont", "will not", "decline", "not allowed"),
-    ("doctor", "physician", "health", "medical", "oncologist", "clinician", "professional", "provider",
-     "specialist", "care team"),
-    ("ai", "language model"),
+    # (the pattern's verbs, each followed by a space: rarer in answers than the nouns it needs too)
+    ("consult ", "speak to ", "speak with ", "talk to ", "talk with ", "contact ", "ask "),
+    ("an ai", "language model"),  # "as an ai", "i am an ai", "im an ai" all hold "an ai"
     ("not a ",),
     ("advice", "guidance", "recommendation"),
 )
