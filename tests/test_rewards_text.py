@@ -90,3 +90,27 @@ def test_word_start_rewrite_keeps_every_match():
     # the judges' patterns went through the rewrite
     assert "(?<!\\wnot)" in judges._ABSTAIN_RES[1].pattern
     assert numbers("a1.5 x 2,000 and onc201 at 3.5") == {"5", "2000", "3.5"}
+
+
+def test_keyword_prefilters_are_necessary_conditions():
+    # a pattern is tried only when one of its keywords is present: every text it matches must
+    # hold one, or a prefilter would change a verdict
+    import random
+
+    from rewards import judges
+
+    words = (
+        "the context text does not doesnt mention report no not enough insufficient information data details detail "
+        "about on is are reported cannot be determined from consult speak to with talk ask contact a your doctor "
+        "physician as an ai i am im language model not a medical advice give provide unable lacks missing uncertain "
+        "diagnosis possible impossible to determine can made definitive".split()
+    )
+    rng = random.Random(3)
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(2, 14))) for _ in range(20000)]
+    matched = 0
+    for keys, rx in judges._ABSTAIN_PAIRS + judges._REFUSAL_PAIRS:
+        for t in texts:
+            if rx.search(t):
+                matched += 1
+                assert any(k in t for k in keys), (rx.pattern[:60], t)
+    assert matched > 300  # the corpus exercises the patterns
