@@ -90,6 +90,19 @@ def whole_process(data_dir: Path, n_lines: int, preset: str) -> None:
           f"{n_lines / best:,.0f} lines/s wall clock (best of 3, {best:.2f} s incl. start-up), "
           f"{n_lines / best_cpu:,.0f} lines/s of CPU time ({best_cpu:.2f} s); "
           f"peak memory {peak_mb:,.0f} MB (max RSS)")
+    print(f"  goal 5,000 lines/s as a whole process: {_met(n_lines / best_cpu, 5_000)} (CPU time), "
+          f"{_met(n_lines / best, 5_000)} (wall clock); goal < 400 MB: {'met' if peak_mb < 400 else 'NOT met'}")
+
+
+def _met(rate: float, goal: float) -> str:
+    return "met" if rate >= goal else f"NOT met ({rate / goal:.0%} of it)"
+
+
+def _load() -> str:
+    try:
+        return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "load average unknown"
 
 
 def load_pairs(data_dir: Path):
@@ -113,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     preset = get_preset(args.preset)
     data_dir = Path(args.data)
+    print(f"{_load()} (CPU-time figures are the reliable ones on a shared machine)")
     print_agreement(data_dir, preset)
     pairs = load_pairs(data_dir) if data_dir.is_dir() else []
     source = f"{len(pairs)} upstream responses from {data_dir}"
@@ -135,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     dt = best
     print(f"source: {source}; preset {args.preset}; {n} scorings per round, best of {args.rounds}")
     print(f"score():      {n / dt:,.0f} responses/s of CPU time on one core ({dt * 1e6 / n:.1f} us each; "
-          f"wall clock {n / best_wall:,.0f}/s)")
+          f"wall clock {n / best_wall:,.0f}/s); goal 10,000/s: {_met(n / dt, 10_000)}")
 
     fn = DipgReward(LivePreset(preset))
     cols = {
@@ -161,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cold cache:   {len(pairs) / dt:,.0f} responses/s (every context normalised once)")
     if args.lines and data_dir.is_dir():
         whole_process(data_dir, args.lines, args.preset)
+    print(f"{_load()} at the end")
     return 0
 
 

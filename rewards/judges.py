@@ -12,7 +12,19 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from .parse import Parsed
-from .text import NormContext, merge_variant_names, normalize, numbers, tokens, unify_double_quotes
+from .text import _VARIANT_PAIR_RE, NormContext, merge_variant_names, normalize, numbers, tokens, split_top, unify_double_quotes, word_start
+
+def _fast(rx: re.Pattern[str]) -> re.Pattern[str]:
+    """``rx`` with its leading word boundaries rewritten by :func:`rewards.text.word_start`
+    (the same matches, found several times faster); patterns are written with ``\\b`` for
+    readability and compiled through this."""
+    alts = split_top(rx.pattern)
+    if not any(a.startswith("\\b") for a in alts):
+        return rx
+    if len(alts) > 1 and any(a.startswith("\\b(") for a in alts):
+        return rx  # a group under a top-level alternation: no first-letter set either way, and slower
+    return re.compile(word_start(rx.pattern), rx.flags)
+
 
 # --------------------------------------------------------------------------- format
 
@@ -118,7 +130,12 @@ FUZZY_MAX_SKIP = 8
 _SCAN_MAX_CHARS = 20_000
 
 
-def _best_place(toks: list[str], ctx: NormContext) -> tuple[list[bool], int, int]:
+def _trigrams(toks: list[str]) -> list[str]:
+    """The span's word trigrams ("a b c"), in order (computed once per span)."""
+    return [f"{a} {b} {c}" for a, b, c in zip(toks, toks[1:], toks[2:])]
+
+
+def _best_place(toks: list[str], ctx: NormContext, tris: list[str] | None = None) -> tuple[list[bool], int, int]:
     """Align a span to the one place of the context that covers most of it.
 
     Every word trigram of the span found in the context votes for a place: its context
@@ -136,8 +153,7 @@ def _best_place(toks: list[str], ctx: NormContext) -> tuple[list[bool], int, int
     groups: dict[int, int] = {}
     base_mask = 0
     tp, common = ctx.tri_pos, ctx.common
-    for i in range(n - 2):
-        t = f"{toks[i]} {toks[i + 1]} {toks[i + 2]}"
+    for i, t in enumerate(_trigrams(toks) if tris is None else tris):
         ps = tp.get(t)
         if ps is not None:
             m = 7 << i
@@ -166,15 +182,15 @@ def _best_place(toks: list[str], ctx: NormContext) -> tuple[list[bool], int, int
     return [bool(full >> j & 1) for j in range(n)], ds[best_lo], ds[best_hi] + n
 
 
-def _may_be_near_verbatim(toks: list[str], ctx: NormContext) -> bool:
+def _may_be_near_verbatim(toks: list[str], ctx: NormContext, tris: list[str] | None = None) -> bool:
     """Necessary condition for the near-verbatim rule, without locating a place: the words
     covered by a trigram found *anywhere* in the context leave at most the allowed number of
     uncovered words, and no longer uncovered run (one place covers no more than that)."""
     n = len(toks)
     tri = ctx.trigrams
     cov = [False] * n
-    for i in range(n - 2):
-        if f"{toks[i]} {toks[i + 1]} {toks[i + 2]}" in tri:
+    for i, t in enumerate(_trigrams(toks) if tris is None else tris):
+        if t in tri:
             cov[i] = cov[i + 1] = cov[i + 2] = True
     cov[0] = cov[1] = True  # a reworded opening of up to 2 words is allowed (see span_in_context)
     unmatched = run = 0
@@ -190,7 +206,7 @@ def _may_be_near_verbatim(toks: list[str], ctx: NormContext) -> bool:
     return True
 
 
-def span_in_context(span_norm: str, ctx: NormContext, toks: list[str] | None = None) -> bool:
+def span_in_context(span_norm: str, ctx: NormContext, toks: list[str] | None = None, unmerged: bool = False) -> bool:
     """Whether one normalised evidence span is a (near-)verbatim copy of one place of the context.
 
     Exact when its word tokens occur contiguously in the context's tokens (so punctuation and
@@ -204,7 +220,10 @@ def span_in_context(span_norm: str, ctx: NormContext, toks: list[str] | None = N
     function word inside a long quote passes; a stitched "mosaic" of trigrams from different
     sentences, a drug or gene swapped for one named elsewhere, or an invented clause do not.
     """
-    toks = merge_variant_names(tokens(span_norm) if toks is None else toks, span_norm)
+    if toks is None:
+        toks = tokens(span_norm)
+    if not unmerged:  # (unmerged: the caller knows the span holds no name + variant pair)
+        toks = merge_variant_names(toks, span_norm)
     if not toks:
         return True
     n = len(toks)
@@ -218,9 +237,12 @@ def span_in_context(span_norm: str, ctx: NormContext, toks: list[str] | None = N
             return True
         # not exact: what follows can only accept a near-verbatim copy, so the cheap
         # necessary conditions come first (the same verdicts, in a different order)
-        if n < FUZZY_MIN_WORDS or not numbers(span_norm) <= ctx.numbers or not _may_be_near_verbatim(toks, ctx):
+        tris = _trigrams(toks)
+        if n < FUZZY_MIN_WORDS or not numbers(span_norm) <= ctx.numbers or not _may_be_near_verbatim(toks, ctx, tris):
             return False
-    flags, lo, hi = _best_place(toks, ctx)
+    else:
+        tris = _trigrams(toks)
+    flags, lo, hi = _best_place(toks, ctx, tris)
     if not small:
         if all(flags) and hi - lo <= n + 2:
             # exact through the index (a large context is not scanned)
@@ -315,13 +337,17 @@ def judge_grounding(proof: str, ctx: NormContext, cut_off: bool = False) -> Grou
     n = 0
     bad: list[str] = []
     all_toks: set[str] = set()
+    proof_norm = " ".join(quoted + segments)
+    # a "h3 k27m" pair in one piece is one in the joined text: without one there, no piece's
+    # tokens need merging (one test instead of one per piece)
+    unmerged = _VARIANT_PAIR_RE.search(proof_norm) is None
     for qn in quoted:
         toks = tokens(qn)
         if not toks:
             continue
         all_toks.update(toks)
         n += 1
-        if not span_in_context(qn, ctx, toks):
+        if not span_in_context(qn, ctx, toks, unmerged):
             bad.append(qn)
     for sn in segments:
         toks = tokens(sn)
@@ -329,9 +355,9 @@ def judge_grounding(proof: str, ctx: NormContext, cut_off: bool = False) -> Grou
         if not toks or _is_leadin(sn, sn, toks):
             continue
         n += 1
-        if not span_in_context(sn, ctx, toks):
+        if not span_in_context(sn, ctx, toks, unmerged):
             bad.append(sn)
-    return Grounding(n_spans=n, bad_spans=tuple(bad), proof_norm=" ".join(quoted + segments), proof_tokens=frozenset(all_toks))
+    return Grounding(n_spans=n, bad_spans=tuple(bad), proof_norm=proof_norm, proof_tokens=frozenset(all_toks))
 
 
 _WORD_RE = re.compile(r"\w")
@@ -391,6 +417,8 @@ _NEG_RE = re.compile(
     r"\b(?:not|no|never|none|neither|nor|without|cannot|cant|dont|doesnt|didnt|isnt|arent|"
     r"wasnt|werent|wont|absent|negative)\b"
 )
+#: the words of _NEG_RE: it matches exactly when one of them is a whole word token
+_NEG_WORDS = frozenset(_NEG_RE.pattern[len("\\b(?:") : -len(")\\b")].split("|"))
 
 
 _STEMS: dict[str, str] = {}
@@ -423,7 +451,7 @@ def content_terms(norm_text: str, drop: frozenset[str] = frozenset()) -> set[str
 def _term_map(norm_text: str) -> dict[str, str]:
     """token -> stem for the non-stopword, non-digit tokens of a text (per-score memo: the
     answer's terms are asked for with several ``drop`` sets)."""
-    cand = set(tokens(norm_text))
+    cand = set(_tokens_of(norm_text))  # (usually memoised already: the answer's tokens)
     cand -= STOPWORDS
     get = _STEMS.get
     return {t: get(t) or _stem(t) for t in cand if not t.isdigit()}
@@ -451,7 +479,8 @@ def _question_key_terms(question_norm: str) -> frozenset[str]:
 
 
 def has_negation(norm_text: str) -> bool:
-    return _NEG_RE.search(norm_text) is not None
+    """A negation cue (a word of ``_NEG_RE``) is one of the text's word tokens."""
+    return not _NEG_WORDS.isdisjoint(_tokens_of(norm_text))
 
 
 # --------------------------------------------------------------------------- correctness
@@ -487,7 +516,8 @@ _SCHEDULE_PATTERNS: tuple[tuple[str, str], ...] = (
 )
 #: all of them as one alternation (earlier patterns win), each a named group
 # (every pattern starts a word with one of these letters: the lookahead rejects other positions
-# before the alternation is tried, several times faster on long answers, same matches)
+# before the alternation is tried, several times faster on long answers, same matches; the
+# word_start rewrite is 4x slower here: with named groups the engine finds no first-letter set)
 _SCHEDULE_RE = re.compile(
     "(?=[t23beqowdpi])(?<!\\w)(?:" + "|".join(f"(?P<g{i}>{pat})" for i, (pat, _) in enumerate(_SCHEDULE_PATTERNS)) + ")"
 )
@@ -511,6 +541,8 @@ def _schedules(norm_text: str) -> tuple[str, frozenset[str]]:
 
 #: for reference answers, which repeat (answers are not memoised: they rarely repeat)
 _reference_schedules = lru_cache(maxsize=8192)(_schedules)
+#: per-score memo for answers (judge_correct asks twice: through judge_schedule and for the text)
+_answer_schedules = lru_cache(maxsize=_SCORE_MEMO)(_schedules)
 
 
 def judge_schedule(answer_norm: str, expected_norm: str) -> bool:
@@ -518,7 +550,7 @@ def judge_schedule(answer_norm: str, expected_norm: str) -> bool:
     weekly", "once a week", "orally", "IV") is one the reference states, for each kind
     (frequency, route) the reference states.  "625 mg twice weekly" is wrong against "625 mg
     once weekly"; "once a week" is right against "weekly"."""
-    _, a = _schedules(answer_norm)
+    _, a = _answer_schedules(answer_norm)
     _, r = _reference_schedules(expected_norm)
     for kind in ("sched", "route"):
         rk = {t for t in r if t.startswith(kind)}
@@ -573,7 +605,7 @@ def judge_correct(answer_norm: str, expected_norm: str, question_norm: str = "")
     if ref_found:  # otherwise no schedule can disagree and the words compare as they are
         if not judge_schedule(answer_norm, expected_norm):
             return False
-        answer_norm, expected_norm = _schedules(answer_norm)[0], ref_sched
+        answer_norm, expected_norm = _answer_schedules(answer_norm)[0], ref_sched
     headline = _headline(expected_norm)
     ref_nums, ref_all_terms, _ = _reference_facts(expected_norm)
     head_nums, head_terms, ref_neg = _reference_facts(headline)
@@ -653,6 +685,7 @@ _ABSTAIN_RES = (
         r"can be (?:made|given|drawn|reached|established|determined|provided)\b"
     ),
 )
+_ABSTAIN_RES = tuple(_fast(r) for r in _ABSTAIN_RES)
 _CONFLICT_RE = re.compile(
     r"\b(?:conflict\w*|contradict\w*|inconsisten\w*|discrepan\w*|disagree\w*|(?:do|does) not agree|"
     r"dont agree|doesnt agree|differ|differs|differing|(?:do|does|did) not (?:match|align)|dont match|doesnt match|"
@@ -663,10 +696,12 @@ _CONFLICT_RE = re.compile(
     r"but (?:the |a )?(?:second|other|another|separate|outside|later) (?:\w+ ){0,2}?"
     r"(?:opinions?|reports?|reviews?|readings?|interpretations?|reads?))\b"
 )
+_CONFLICT_RE = _fast(_CONFLICT_RE)
 _CONFLICT_NEG_RE = re.compile(
     r"\b(?:no|not|without|nor|never) (?:\w+ ){0,2}?(?:conflict\w*|contradict\w*|discrepan\w*|"
     r"disagree\w*|inconsisten\w*|differ\w*)\b"
 )
+_CONFLICT_NEG_RE = _fast(_CONFLICT_NEG_RE)
 _REFUSAL_RES = (
     re.compile(
         r"\b(?:i|we) (?:cant|cannot|can not|am unable to|m unable to|are unable to|am not able to|"
@@ -683,6 +718,7 @@ _REFUSAL_RES = (
     re.compile(r"\b(?:cannot|cant|can not|unable to|not able to|not allowed to|not permitted to|wont|will not) "
                r"(?:give|provide|offer) (?:\w+ )?(?:medical|health|clinical) (?:advice|guidance|recommendations?)"),
 )
+_REFUSAL_RES = tuple(_fast(r) for r in _REFUSAL_RES)
 
 
 # Cheap keyword prefilters: a pattern can only match when one of its keywords is present, so
@@ -691,7 +727,8 @@ _REFUSAL_RES = (
 _ABSTAIN_KEYS = (
     ("does not", "doesnt", "do not", "dont", "did not", "didnt", "fail"),
     ("not ",),
-    ("information", "mention", "data", "detail"),
+    # "no|not enough|insufficient" + " " + "information|mention|data|detail..."
+    tuple(f"{a} {b}" for a in ("no", "enough", "insufficient") for b in ("information", "mention", "data", "detail")),
     ("cannot", "cant", "can not", "unable", "not able", "not possible", "impossible"),
     (" not reported", " not stated", " not specified", " not documented", " not mentioned", " not available",
      " not recorded", " not known"),
@@ -715,9 +752,9 @@ _SOURCE_WORDS = frozenset(
 _INCONSISTENT_WITH_RE = re.compile(r"\b(?:inconsistent|not consistent) with\b")
 _REFUSAL_KEYS = (
     ("cant", "cannot", "can not", "unable", "not able", "wont", "will not", "decline", "not allowed"),
-    ("doctor", "physician", "health", "medical", "oncologist", "clinician", "professional", "provider",
-     "specialist", "care team"),
-    ("ai", "language model"),
+    # (the pattern's verbs, each followed by a space: rarer in answers than the nouns it needs too)
+    ("consult ", "speak to ", "speak with ", "talk to ", "talk with ", "contact ", "ask "),
+    ("an ai", "language model"),  # "as an ai", "i am an ai", "im an ai" all hold "an ai"
     ("not a ",),
     ("advice", "guidance", "recommendation"),
 )
@@ -734,7 +771,6 @@ def _has_any(text: str, keys: tuple[str, ...]) -> bool:
     return False
 
 
-@lru_cache(maxsize=2 * _SCORE_MEMO)
 def _any_pattern(text: str, pairs: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...]) -> bool:
     """Whether one of the (keywords, pattern) pairs matches; a pattern is tried only when one
     of its keywords is present."""
@@ -747,6 +783,7 @@ def _any_pattern(text: str, pairs: tuple[tuple[tuple[str, ...], re.Pattern[str]]
     return False
 
 
+@lru_cache(maxsize=2 * _SCORE_MEMO)  # keyed by the text alone (hashing the pattern table costs more)
 def judge_abstention(answer_norm: str) -> bool:
     """The answer says the context does not contain what was asked (phrase family in docs)."""
     return _any_pattern(answer_norm, _ABSTAIN_PAIRS)
@@ -791,6 +828,7 @@ def judge_conflict(answer_norm: str) -> bool:
     return False
 
 
+@lru_cache(maxsize=2 * _SCORE_MEMO)
 def has_refusal_boilerplate(answer_norm: str) -> bool:
     """Refusal boilerplate anywhere in the text (see :func:`judge_refusal`)."""
     return _any_pattern(answer_norm, _REFUSAL_PAIRS)
@@ -903,18 +941,19 @@ def _direction(tok: str) -> str | None:
     return d
 
 
-_ALL_DIRECTION_PREFIXES = tuple(p for ps in _DIRECTION_PREFIXES.values() for p in ps)
-
-
 def _directions(toks: list[str] | tuple[str, ...]) -> list[tuple[int, str]]:
     """(position, direction) of each direction word not negated by one of the 3 words before."""
     out = []
-    starts = _ALL_DIRECTION_PREFIXES
+    known = _DIRECTION_CACHE  # token -> direction or None, filled by _direction
     for i, t in enumerate(toks):
-        if not t.startswith(starts):
+        d = known.get(t, "")
+        if d is None:
             continue
-        d = _direction(t)
-        if d is not None and _NEG_CUES.isdisjoint(toks[max(0, i - 3) : i]):
+        if d == "":
+            d = _direction(t)
+            if d is None:
+                continue
+        if _NEG_CUES.isdisjoint(toks[max(0, i - 3) : i]):
             out.append((i, d))
     return out
 
@@ -930,9 +969,16 @@ def _context_directions_norm(norm: str) -> tuple[tuple[frozenset[str], frozenset
     return tuple(out)
 
 
-def _context_directions(ctx: NormContext) -> tuple[tuple[frozenset[str], frozenset[str]], ...]:
-    """(token set, directions stated) per context sentence (memoised per context)."""
-    return _context_directions_norm(ctx.norm)
+@lru_cache(maxsize=4096)
+def _context_direction_index(norm: str) -> dict[str, frozenset[str]]:
+    """word -> the directions stated by the context sentences holding it (sentences stating
+    none left out), so a subject's directions are a few lookups (memoised per context)."""
+    index: dict[str, set[str]] = {}
+    for stoks, sdirs in _context_directions_norm(norm):
+        if sdirs:
+            for w in stoks:
+                index.setdefault(w, set()).update(sdirs)
+    return {w: frozenset(d) for w, d in index.items()}
 
 
 def judge_direction(answer_norm: str, ctx: NormContext) -> list[str]:
@@ -962,11 +1008,13 @@ def judge_direction(answer_norm: str, ctx: NormContext) -> list[str]:
         if not subj:
             continue
         if sents is None:
-            sents = _context_directions(ctx)
-        seen = set()
-        for stoks, sdirs in sents:
-            if subj & stoks:
-                seen |= sdirs
+            sents = _context_direction_index(ctx.norm)
+        # the directions of the context sentences that mention the subject
+        seen: set[str] = set()
+        for w in subj:
+            stated = sents.get(w)
+            if stated is not None:
+                seen |= stated
         if _OPPOSITE[d] in seen and d not in seen:
             bad.append(" ".join(toks[max(0, i - 2) : i + 4]))
     return bad

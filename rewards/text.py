@@ -26,12 +26,86 @@ _QUOTE_RE = re.compile("[" + re.escape(_QUOTES) + "]")
 _SYMBOLS = "/≥≤<>=±^"
 _LETTER_POWER_RE = re.compile(r"([^\W\d_])\^(\d)")
 _TOKEN_RE = re.compile(r"\w+")
-# a number is a digit run not glued to a preceding letter (so ONC201, H3, K27M are names)
-_NUMBER_RE = re.compile(r"(?<!\w)\d+(?:[.,]\d+)*")
+# a number is a digit run not glued to a preceding letter (so ONC201, H3, K27M are names);
+# the same matches as ``(?<!\w)\d+(?:[.,]\d+)*``, with the look-behind after the first digit
+# so that the regex engine can skip to digits instead of trying every position
+_NUMBER_RE = re.compile(r"\d(?<!\w\d)\d*(?:[.,]\d+)*")
 #: Double-quote characters that delimit quoted spans in a proof (single quotes are too
 #: ambiguous with apostrophes to delimit spans).
 DOUBLE_QUOTES = "\"\u201c\u201d\u201e\u201f\u00ab\u00bb\uff02"
 _DQ_RE = re.compile("[" + DOUBLE_QUOTES[1:] + "]")
+
+
+def _structure(pattern: str):
+    """(index, character, group depth after it) of each character of a regex that is neither
+    escaped nor inside a character class."""
+    depth, i, n, in_class = 0, 0, len(pattern), False
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            if pattern[i + 1 : i + 2] == "]":  # "[]...]": the first ] is a member
+                i += 1
+        else:
+            depth += (c == "(") - (c == ")")
+            yield i, c, depth
+        i += 1
+
+
+def split_top(pattern: str) -> list[str]:
+    """``pattern`` split at its top-level ``|`` (outside groups, classes and escapes)."""
+    cuts = [i for i, c, depth in _structure(pattern) if c == "|" and depth == 0]
+    return [pattern[a + 1 : b] for a, b in zip([-1] + cuts, cuts + [len(pattern)])]
+
+
+def _close_paren(pattern: str) -> int:
+    """Index of the parenthesis closing the group that opens ``pattern``."""
+    for i, c, depth in _structure(pattern):
+        if c == ")" and depth == 0:
+            return i
+    raise ValueError(f"unbalanced pattern {pattern!r}")
+
+
+_LITERAL_RUN_RE = re.compile(r"[a-z0-9][a-z0-9 ]*")
+
+
+def _word_start_alt(alt: str) -> str:
+    if alt.startswith("(?:"):
+        close = _close_paren(alt)
+        rest = alt[close + 1 :]
+        if rest[:1] in ("?", "*", "+", "{"):
+            raise ValueError(f"a quantified leading group cannot be rewritten: {alt!r}")
+        return "(?:" + "|".join(_word_start_alt(a) for a in split_top(alt[3:close])) + ")" + rest
+    m = _LITERAL_RUN_RE.match(alt)
+    if m is None:
+        raise ValueError(f"no leading literal in {alt!r}")
+    lit = m.group(0)
+    if alt[len(lit) : len(lit) + 1] in ("?", "*", "+", "{"):  # "weeks?": the quantified char is not literal
+        lit = lit[:-1]
+    lit = lit.rstrip(" ")
+    if not lit:
+        raise ValueError(f"no leading literal in {alt!r}")
+    return lit + "(?<!\\w" + lit + ")" + alt[len(lit) :]
+
+
+def word_start(pattern: str) -> str:
+    """The same regex as ``pattern`` (the same matches, spans and groups) with every leading
+    ``\\b`` of a top-level alternative (``\\b(?:not|no) x|\\bnever``) moved after the
+    literal word it guards (``(?:not(?<!\\wnot)|no(?<!\\wno)) x|never(?<!\\wnever)``).  A
+    leading ``\\b`` makes the regex engine try the pattern at every position of the text; a
+    leading literal lets it skip to the candidate first characters (ten times faster on a
+    typical answer).  Before a word character ``\\b`` means "no word character just before",
+    which is what the look-behind checks once the word has matched.  Each guarded alternative
+    must start with a lowercase word or digit literal (or a group of such alternatives)."""
+    out = []
+    for alt in split_top(pattern):
+        out.append(_word_start_alt(alt[2:]) if alt.startswith("\\b") else alt)
+    return "|".join(out)
 
 
 def _superscript(m: re.Match[str]) -> str:
@@ -39,7 +113,10 @@ def _superscript(m: re.Match[str]) -> str:
 
 
 _SPACES = "\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000"
-_SPECIAL = {**{c: "-" for c in _DASHES}, **{c: "" for c in _QUOTES}, **{c: " " for c in _SPACES}, "\u2026": "...", "\u00d7": "x"}
+_SPECIAL = {**{c: "-" for c in _DASHES}, **{c: "" for c in _QUOTES}, **{c: " " for c in _SPACES}, "\u2026": "...", "\u00d7": "x",
+            # the micro sign (common in lab values: "µL") is NFKC's Greek mu; mapped here so that a
+            # text whose only non-NFKC character it is skips the NFKC pass (same result)
+            "\u00b5": "\u03bc"}
 _SPECIAL_RE = re.compile("[" + re.escape("".join(_SPECIAL)) + "]")
 # UTF-8 of ¹ ² ³ (U+00B9, U+00B2, U+00B3) and the U+207x block holding the other superscripts
 _SUPER_BYTES = (b"\xc2\xb2", b"\xc2\xb3", b"\xc2\xb9", b"\xe2\x81")
@@ -66,7 +143,8 @@ def normalize(text: str) -> str:
             text = unicodedata.normalize("NFKC", text)
             text = _DASH_RE.sub("-", text)
             text = _QUOTE_RE.sub("", text)
-    text = " ".join(text.casefold().split())
+    text = text.casefold()
+    text = _collapse_ascii_spaces(text) if text.isascii() else " ".join(text.split())
     if " %" in text:
         text = text.replace(" %", "%")
     for ch in _SYMBOLS:
@@ -74,6 +152,23 @@ def normalize(text: str) -> str:
             text = text.replace(" " + ch, ch).replace(ch + " ", ch)
     if "^" in text:
         text = _drop_letter_powers(text)
+    return text
+
+
+#: what ``str.split()`` splits ASCII text at, besides the space
+_ASCII_WS = "\t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
+
+
+def _collapse_ascii_spaces(text: str) -> str:
+    """``" ".join(text.split())`` for ASCII text, by whole-string replacements (no list of words)."""
+    if not text.isprintable():  # every ASCII whitespace but the space is unprintable
+        for ch in _ASCII_WS:
+            if ch in text:
+                text = text.replace(ch, " ")
+    while "  " in text:
+        text = text.replace("  ", " ")
+    if text[:1] == " " or text[-1:] == " ":
+        text = text.strip(" ")
     return text
 
 
@@ -134,7 +229,19 @@ def numbers(norm_text: str) -> set[str]:
     letter are part of a name (``onc201``, ``h3``, ``k27m``) and are compared as words."""
     if _DIGIT_RE.search(norm_text) is None:  # most pieces of text have no digit at all
         return set()
-    return {canonical_number(m) for m in _NUMBER_RE.findall(norm_text)}
+    known = _CANONICAL.get
+    return {known(m) or _canonical_stored(m) for m in _NUMBER_RE.findall(norm_text)}
+
+
+#: raw number -> canonical_number(raw) (numbers repeat across responses: "625", "100,000")
+_CANONICAL: dict[str, str] = {}
+
+
+def _canonical_stored(raw: str) -> str:
+    c = canonical_number(raw)  # never "" (so ``known(m) or ...`` above is exact)
+    if len(_CANONICAL) < 100_000:
+        _CANONICAL[raw] = c
+    return c
 
 
 def unify_double_quotes(text: str) -> str:

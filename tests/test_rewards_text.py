@@ -62,3 +62,55 @@ def test_letter_power_fast_path_matches_the_regex():
     check()
     assert normalize("125 mg/m^2 and 10^9/L") == "125 mg/m2 and 10^9/l"
     assert re.sub(r"\s", "", normalize("m ^ 2")) == "m2"
+
+
+def test_word_start_rewrite_keeps_every_match():
+    import random
+    import re
+
+    from rewards import judges
+    from rewards.text import word_start
+
+    patterns = [
+        r"\b(?:no|not enough|insufficient) (?:information|data|details?) (?:about|on)\b",
+        r"\bas an ai\b|\bi am an ai\b|%|\blanguage model\b",
+        r"\b(?:conflict\w*|(?:do|does) not agree|different (?:\w+ )?(?:values|doses))\b",
+        r"\b(?:dose|months?|weeks?|how much)\b|%",
+        r"(?<!\w)\d+(?:[.,]\d+)*",  # no leading \b: unchanged
+    ]
+    words = "no not enough insufficient information data details about on as an ai i am language model conflicts do does agree different values doses dose months weeks how much 3.5 x1,5 % ano notx".split()
+    rng = random.Random(5)
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 12))) for _ in range(3000)]
+    texts += [t.replace(" ", "") for t in texts[:300]] + [t.replace(" ", "-") for t in texts[300:600]]
+    for p in patterns:
+        old, new = re.compile(p), re.compile(word_start(p))
+        assert old.pattern == new.pattern or "(?<!\\w" in new.pattern
+        for t in texts:
+            assert [m.span() for m in old.finditer(t)] == [m.span() for m in new.finditer(t)], (p, t)
+    # the judges' patterns went through the rewrite
+    assert "(?<!\\wnot)" in judges._ABSTAIN_RES[1].pattern
+    assert numbers("a1.5 x 2,000 and onc201 at 3.5") == {"5", "2000", "3.5"}
+
+
+def test_keyword_prefilters_are_necessary_conditions():
+    # a pattern is tried only when one of its keywords is present: every text it matches must
+    # hold one, or a prefilter would change a verdict
+    import random
+
+    from rewards import judges
+
+    words = (
+        "the context text does not doesnt mention report no not enough insufficient information data details detail "
+        "about on is are reported cannot be determined from consult speak to with talk ask contact a your doctor "
+        "physician as an ai i am im language model not a medical advice give provide unable lacks missing uncertain "
+        "diagnosis possible impossible to determine can made definitive".split()
+    )
+    rng = random.Random(3)
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(2, 14))) for _ in range(20000)]
+    matched = 0
+    for keys, rx in judges._ABSTAIN_PAIRS + judges._REFUSAL_PAIRS:
+        for t in texts:
+            if rx.search(t):
+                matched += 1
+                assert any(k in t for k in keys), (rx.pattern[:60], t)
+    assert matched > 300  # the corpus exercises the patterns
