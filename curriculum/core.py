@@ -198,9 +198,8 @@ def decision_to_dict(d: Decision) -> dict[str, Any]:
 def decision_from_dict(d: Mapping[str, Any]) -> Decision:
     cls = _KINDS[d["kind"]]
     kw = {k: v for k, v in d.items() if k != "kind" and k in cls.__dataclass_fields__}
-    for k in ("nonfinite",):
-        if k in kw:
-            kw[k] = tuple(kw[k])
+    if "nonfinite" in kw:
+        kw["nonfinite"] = tuple(kw["nonfinite"])
     if "guard_warnings" in kw:
         kw["guard_warnings"] = tuple((g, tuple(t)) for g, t in kw["guard_warnings"])
     if isinstance(kw.get("controller_change"), Mapping):
@@ -392,9 +391,9 @@ class Curriculum:
         if self.spec.model.run.on_nonfinite == "stop_phase" and (bad or nfr > 0):
             return self._move(state, self._graph.dest(state.phase, None), NONFINITE, None, base, change)
         warnings: list[tuple[str, tuple[str, ...]]] = []
+        fired = None
         if state.phase_step >= ph.min_dwell:
             guards = dict(state.guards)
-            fired = None
             for t in self.spec.transitions_from(state.phase):
                 g = self.spec.guards[t.guard]
                 gstate, result = g.update(guards.get(t.guard) or g.init_state(), state.history, self.functions)
@@ -404,16 +403,15 @@ class Curriculum:
                 if result.fired and fired is None:
                     fired = (t, result)
             state = replace(state, guards=guards)
-            base["guard_warnings"] = tuple(warnings)
-            if fired is not None:
-                t, result = fired
-                return self._move(state, t.dest, t.guard, result, base, change)
         base["guard_warnings"] = tuple(warnings)
+        if fired is not None:
+            t, result = fired
+            return self._move(state, t.dest, t.guard, result, base, change)
         spent = self._budget_move(state)
         if spent is not None:
             return self._move(state, *spent, None, base, change)
         if change is not None:
-            return state, replace(change, **{k: v for k, v in base.items() if k in ("guard_warnings",)})
+            return state, replace(change, guard_warnings=base["guard_warnings"])
         return state, Stay(penalties=state.penalties, **base)
 
     def _controller(self, state: CurriculumState, clean: dict[str, float], base: dict[str, Any]):
