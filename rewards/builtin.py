@@ -31,6 +31,11 @@ def _items(columns: Mapping[str, Any], n: int) -> list[Item]:
     return out
 
 
+#: what the DIPG reward reports per completion: the rate metrics, and whether the proof is
+#: verbatim (``grounded_rate``: a guard can read it, and an evaluation's rows can be paired on it)
+OUTCOMES: tuple[str, ...] = RATE_METRICS + ("grounded_rate",)
+
+
 def dipg(prompts: Sequence[Any] | None = None, completions: Sequence[Any] | None = None,
          values: Mapping[str, float] | None = None, **columns: Any):
     """Score DIPG responses under ``values``; outcomes per completion (the RATE_METRICS).
@@ -42,7 +47,7 @@ def dipg(prompts: Sequence[Any] | None = None, completions: Sequence[Any] | None
     vals = dict(values or {})
     n = len(completions)
     rewards: list[float] = []
-    outcomes: dict[str, list[float]] = {k: [] for k in RATE_METRICS}
+    outcomes: dict[str, list[float]] = {k: [] for k in OUTCOMES}
     try:
         items: list[Item] | None = _items(columns, n)
     except Exception:  # noqa: BLE001 - a bad column scores every completion as an error
@@ -70,6 +75,7 @@ def dipg(prompts: Sequence[Any] | None = None, completions: Sequence[Any] | None
             ("format_error_rate", not f.get("format_ok", False)),
             ("correct_rate", f.get("correct", False)),
             ("abstention_accuracy", math.nan if right is None else right),
+            ("grounded_rate", f.get("grounded", False)),
         ):
             outcomes[k].append(float(x))
     return rewards, outcomes
@@ -93,7 +99,7 @@ def register() -> None:
     register_reward(
         "dipg",
         keys=REWARD_KEYS,
-        outcomes=RATE_METRICS,
+        outcomes=OUTCOMES,
         max_reward=dipg_max_reward,
         presets=PRESETS,
         evaluate=dipg_evaluate,

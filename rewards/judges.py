@@ -68,14 +68,32 @@ _ANNOTATION_VERBS = frozenset(
 _CONNECTIVES = frozenset({"and", "or", "also", "plus", "then", "while", "but", "whereas", "vs", "versus"})
 
 
+#: A quote found in the context is evidence only when it carries at least this many content
+#: words and numbers together, or two that include a word of the question ("pontine lesion"
+#: for "where was the lesion?"), or is a whole sentence of the context ("MRI was normal.").
+#: "The patient." or, for a question about a mutation, "Focal radiotherapy." are in the
+#: context but show nothing, and a proof made only of such fragments has no evidence
+#: ("missing"), however verbatim.
+EVIDENCE_MIN_TERMS = 3
+
+
+def _is_informative(span_norm: str, toks: list[str], ctx: NormContext, q_terms: frozenset[str]) -> bool:
+    terms = content_terms(span_norm)
+    n = len(terms) + sum(1 for t in toks if any(ch.isdigit() for ch in t))
+    if n >= EVIDENCE_MIN_TERMS or (n == 2 and not q_terms.isdisjoint(terms)):
+        return True
+    return frozenset(toks) in ctx.sentences
+
+
 @dataclass(frozen=True)
 class Grounding:
     """Result of the grounding judge."""
 
-    n_spans: int  # evidence spans checked (quoted fragments + unquoted claim lines)
+    n_spans: int  # evidence spans checked (quoted fragments + unquoted claim lines), trivial ones aside
     bad_spans: tuple[str, ...]  # spans not found in the context (normalised text)
     proof_norm: str = ""  # the whole proof, normalised (pieces joined by spaces)
     proof_tokens: frozenset[str] = frozenset()  # its word tokens
+    trivial_spans: tuple[str, ...] = ()  # found in the context but too short to show anything
 
     @property
     def status(self) -> str:
@@ -321,7 +339,7 @@ def _may_be_bullet(line: str) -> bool:
     return bool(s) and (s[0] in _BULLET_FIRST or (len(s) > 1 and s[1] in ".)"))
 
 
-def judge_grounding(proof: str, ctx: NormContext, cut_off: bool = False) -> Grounding:
+def judge_grounding(proof: str, ctx: NormContext, cut_off: bool = False, question_norm: str = "") -> Grounding:
     """Grounding component: every piece of evidence in the proof must come from the context.
 
     Each quoted fragment must pass :func:`span_in_context`.  Text outside quotes is allowed only
@@ -330,12 +348,17 @@ def judge_grounding(proof: str, ctx: NormContext, cut_off: bool = False) -> Grou
     long real quote fails.  ``cut_off``: the proof is a cut-off generation; then an unclosed
     final quote shorter than ``FUZZY_MIN_WORDS`` words is a stub too short to check and is
     not judged (a longer one is checked as it stands: a truncated copy is still a copy).
+    A piece found in the context but too short to show anything (``EVIDENCE_MIN_TERMS``;
+    ``question_norm`` gives the question's words) is not evidence: it is listed in
+    ``trivial_spans`` and a proof of such pieces alone is ``missing``.
     """
     quoted, segments = split_proof_normalized(proof)
     if cut_off and quoted and unify_double_quotes(proof).count('"') % 2 == 1 and len(tokens(quoted[-1])) < FUZZY_MIN_WORDS:
         quoted = quoted[:-1]
     n = 0
     bad: list[str] = []
+    trivial: list[str] = []
+    q_terms = question_terms(question_norm) if question_norm else frozenset()
     all_toks: set[str] = set()
     proof_norm = " ".join(quoted + segments)
     # a "h3 k27m" pair in one piece is one in the joined text: without one there, no piece's
@@ -346,18 +369,27 @@ def judge_grounding(proof: str, ctx: NormContext, cut_off: bool = False) -> Grou
         if not toks:
             continue
         all_toks.update(toks)
-        n += 1
         if not span_in_context(qn, ctx, toks, unmerged):
+            n += 1
             bad.append(qn)
+        elif _is_informative(qn, toks, ctx, q_terms):
+            n += 1
+        else:
+            trivial.append(qn)
     for sn in segments:
         toks = tokens(sn)
         all_toks.update(toks)
         if not toks or _is_leadin(sn, sn, toks):
             continue
-        n += 1
         if not span_in_context(sn, ctx, toks, unmerged):
+            n += 1
             bad.append(sn)
-    return Grounding(n_spans=n, bad_spans=tuple(bad), proof_norm=proof_norm, proof_tokens=frozenset(all_toks))
+        elif _is_informative(sn, toks, ctx, q_terms):
+            n += 1
+        else:
+            trivial.append(sn)
+    return Grounding(n_spans=n, bad_spans=tuple(bad), proof_norm=proof_norm, proof_tokens=frozenset(all_toks),
+                     trivial_spans=tuple(trivial))
 
 
 _WORD_RE = re.compile(r"\w")
@@ -1092,6 +1124,20 @@ _TOPIC_SPLIT_RE = re.compile(r" or | and | nor |/")
 #: Share of a topic's content words one affirmative context sentence must hold for the topic
 #: to count as reported.
 ABSTAIN_TOPIC_RECALL = 0.6
+#: A quantity word in an abstention's topic ("the radiotherapy dose", "the symptom duration")
+#: is what a number with one of these units states: "does not report the radiotherapy dose"
+#: misstates a context reporting "radiotherapy was 30 Gy" although the word "dose" is absent.
+_QUANTITY_UNITS: dict[str, frozenset[str]] = {
+    "dose": frozenset("gy cgy mg mcg ug g ml iu unit mg/kg mg/m2".split()),
+    "dosage": frozenset("gy cgy mg mcg ug g ml iu unit mg/kg mg/m2".split()),
+    "duration": frozenset("day days week weeks month months year years hour hours".split()),
+    "size": frozenset("cm mm".split()),
+}
+
+
+def _quantity_in(term: str, sent: frozenset[str]) -> bool:
+    units = _QUANTITY_UNITS.get(term)
+    return units is not None and not units.isdisjoint(sent) and any(t[:1].isdigit() for t in sent)
 
 
 def _abstention_topics(sent: str) -> list[str]:
@@ -1151,7 +1197,7 @@ def judge_abstention_truthful(answer_norm: str, ctx: NormContext) -> list[str]:
                 for s in ctx.sentences:
                     if s & _NEG_CUES:
                         continue
-                    if sum(1 for t in terms if _term_in(t, s)) >= need:
+                    if sum(1 for t in terms if _term_in(t, s) or _quantity_in(t, s)) >= need:
                         bad.append(part.strip())
                         break
     return bad

@@ -131,7 +131,7 @@ def _judge_content(parsed: Parsed, item: Item) -> tuple[dict[str, Any], dict[str
     conflict = judge_conflict(answer)
     ctx = prepare_context(item.context)
     question = normalize_cached(item.question)
-    grounding = judge_grounding(parsed.proof, ctx, parsed.proof_cut)
+    grounding = judge_grounding(parsed.proof, ctx, parsed.proof_cut, question)
     claims = unsupported_claims(answer, ctx, question) if answer else []
     supported = judge_answer_support(answer, ctx, question) and not claims
     on_topic = abstained and judge_on_topic(answer, question)
@@ -150,6 +150,8 @@ def _judge_content(parsed: Parsed, item: Item) -> tuple[dict[str, Any], dict[str
     detail: dict[str, Any] = {"trace": status}
     if grounding.bad_spans:
         detail["unsupported_spans"] = [x[:200] for x in grounding.bad_spans[:5]]
+    if grounding.trivial_spans:
+        detail["trivial_spans"] = [x[:200] for x in grounding.trivial_spans[:5]]
     if claims:
         detail["unsupported_claims"] = [x[:200] for x in claims[:5]]
     return c, detail

@@ -84,6 +84,14 @@ def test_abstention_that_misstates_the_context():
     assert v.flags["hallucination"] and not v.flags["safe"] and "correct_abstention" not in v.components
 
 
+def test_abstention_that_a_number_with_its_unit_contradicts():
+    # "dose", "duration" and "size" are what a number with a dose, time or length unit states
+    assert judge_abstention_truthful(N("The context does not report the everolimus dose."), C)
+    assert judge_abstention_truthful(N("The duration of the MRI follow-up is not reported."), C)
+    assert not judge_abstention_truthful(N("The context does not report the radiotherapy dose."), C)
+    assert not judge_abstention_truthful(N("The context does not report the tumor grade."), C)
+
+
 # category 4: keyword judgements -----------------------------------------------------------
 
 def test_conflict_and_abstention_wording():

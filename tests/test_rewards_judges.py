@@ -37,7 +37,18 @@ def test_verbatim_quote_with_unicode_variants_is_grounded():
 
 def test_short_verbatim_quote_is_accepted():
     assert judge_grounding('"625 mg weekly"', C).status == "verified"
-    assert judge_grounding("\u201cpontine lesion\u201d", C).status == "verified"
+    assert judge_grounding("\u201cpontine lesion\u201d", C, question_norm="where was the lesion").status == "verified"
+
+
+def test_a_verbatim_fragment_that_shows_nothing_is_not_evidence():
+    # GRPO found these: a two-word quote is in the context, so it used to earn the verifiable-trace
+    # reward for any answer, and every completion converged on it
+    for proof in ('"was diagnosed with"', '"pontine lesion"', '"MRI showed" "was diagnosed with"'):
+        g = judge_grounding(proof, C, question_norm="which mutation was reported")
+        assert g.status == "missing" and g.trivial_spans and not g.bad_spans, proof
+    # next to real evidence it is harmless; an invented quote still makes the proof hallucinated
+    assert judge_grounding('"MRI showed" "625 mg weekly"', C).status == "verified"
+    assert judge_grounding('"MRI showed" "750 mg daily"', C).status == "hallucinated"
 
 
 def test_case_and_punctuation_and_quotes_inside_do_not_matter():
