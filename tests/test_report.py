@@ -273,7 +273,7 @@ def test_summary_table_lists_each_phase(full_run):
     # the change from the end of SFT to the end of the run, with its Newcombe interval
     change = next(ln for ln in lines if ln.strip().startswith("safe_rate:"))
     assert "0.31 [" in change and "-> 0.71 [" in change and "change +0.40 [" in change
-    assert change.endswith("(excludes 0)")
+    assert change.endswith("(excludes 0; independent)")  # no per-item rows: independent rates
     assert not any(ln.strip().startswith("grounded_rate:") for ln in lines)  # not in these evaluations
 
 

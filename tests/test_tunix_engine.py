@@ -123,6 +123,13 @@ def test_guard_transition_and_penalty_change_in_rewards(runs):
     ev, _ = read_jsonl(straight / "events.jsonl")
     fin = [e for e in ev if e["event"] == "phase_finished" and e["phase"] == "harsh"][0]
     assert fin["eval"]["n_items"] == 4 and fin["eval"]["format_error_rate"] == 1.0
+    # what the model said at that evaluation, one line per item, scored under the harsh preset
+    evals = sorted((straight / "evals").iterdir())
+    assert [p.name for p in evals] == ["step-0000009-harsh.jsonl"]
+    rows = [json.loads(line) for line in evals[0].read_text().splitlines()]
+    assert len(rows) == 4 and len({r["id"] for r in rows}) == 4
+    assert all(r["reward"] == -25.0 and r["format_error_rate"] == 1.0 for r in rows)
+    assert all(isinstance(r["response"], str) and r["user"] for r in rows)
 
 
 def test_kill_and_resume_reproduces_the_run(runs):

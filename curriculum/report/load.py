@@ -640,6 +640,81 @@ def _diff_interval(a: Interval, b: Interval) -> Interval:
     return Interval(d, lo, hi)
 
 
+def eval_samples(run: RunData, visit: PhaseVisit) -> list[dict[str, Any]] | None:
+    """The per-item rows of the evaluation that closed ``visit`` (RUN_DIR/evals/, written by the
+    runner), or None when the runner wrote none or the file cannot be read."""
+    if visit.finished_step is None:
+        return None
+    path = run.run_dir / "evals" / f"step-{visit.finished_step:07d}-{visit.name}.jsonl"
+    if not path.is_file():
+        return None
+    rows = []
+    try:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("id"), str):
+                return None
+            rows.append(row)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return rows
+
+
+def _paired_outcomes(base: list[dict[str, Any]], final: list[dict[str, Any]], key: str) -> list[tuple[int, int]] | None:
+    """(start, end) 0/1 outcomes of ``key`` per item, when both evaluations judged the same items
+    once each and every value is 0, 1 or null (an item the rate leaves out, skipped when either
+    evaluation left it out); else None."""
+    a = {r["id"]: r.get(key) for r in base}
+    b = {r["id"]: r.get(key) for r in final}
+    if len(a) != len(base) or len(b) != len(final) or a.keys() != b.keys() or not a:
+        return None
+    pairs = []
+    for k, x in a.items():
+        y = b[k]
+        if any(v is not None and (isinstance(v, bool) or v not in (0, 1)) for v in (x, y)):
+            return None
+        if x is not None and y is not None:
+            pairs.append((int(x), int(y)))
+    return pairs or None
+
+
+def paired_diff_interval(pairs: list[tuple[int, int]]) -> Interval:
+    """end - start of a rate measured twice on the same items, with Newcombe's (1998, method 10)
+    interval for paired proportions: each rate's Wilson interval, combined with the correlation
+    of the two outcomes over items (phi), so that items that did not change do not widen it."""
+    from rewards import wilson
+
+    n = len(pairs)
+    if n == 0:
+        return Interval(math.nan)
+    both = sum(1 for x, y in pairs if x and y)
+    start_only = sum(1 for x, y in pairs if x and not y)
+    end_only = sum(1 for x, y in pairs if y and not x)
+    neither = n - both - start_only - end_only
+    p_end, p_start = (both + end_only) / n, (both + start_only) / n
+    l_end, u_end = wilson(both + end_only, n)
+    l_start, u_start = wilson(both + start_only, n)
+    denom = (both + end_only) * (start_only + neither) * (both + start_only) * (end_only + neither)
+    phi = (both * neither - end_only * start_only) / math.sqrt(denom) if denom > 0 else 0.0
+    d = p_end - p_start
+    lo = d - math.sqrt(max(0.0, (p_end - l_end) ** 2 - 2 * phi * (p_end - l_end) * (u_start - p_start) + (u_start - p_start) ** 2))
+    hi = d + math.sqrt(max(0.0, (u_end - p_end) ** 2 - 2 * phi * (u_end - p_end) * (p_start - l_start) + (p_start - l_start) ** 2))
+    return Interval(d, max(-1.0, lo), min(1.0, hi))
+
+
+def change_interval(run: RunData, base: PhaseVisit, final: PhaseVisit, key: str) -> tuple[Interval, bool] | None:
+    """(final - base for an eval rate, paired?): the paired interval when both evaluations wrote
+    per-item rows for the same items, else Newcombe's interval for two independent rates."""
+    a, b = base.eval_interval(key), final.eval_interval(key)
+    if a is None or b is None:
+        return None
+    rows_a, rows_b = eval_samples(run, base), eval_samples(run, final)
+    pairs = _paired_outcomes(rows_a, rows_b, key) if rows_a is not None and rows_b is not None else None
+    if pairs is not None:
+        return paired_diff_interval(pairs), True
+    return _diff_interval(a, b), False
+
+
 def _baseline_and_final(run: RunData) -> tuple[PhaseVisit | None, PhaseVisit | None]:
     """The visit closing the first SFT phase (else the first evaluated one) and the last evaluated."""
     evaluated = [v for v in run.visits if v.eval]

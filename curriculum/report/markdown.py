@@ -15,6 +15,7 @@ from curriculum.report.load import (
     _baseline_and_final,
     _diff_interval,
     _finite,
+    change_interval,
     _int_or_none,
     _num,
 )
@@ -148,15 +149,19 @@ def _end_state(run: RunData) -> str:
 
 
 #: eval rates whose change from the end of SFT to the end of the run the report shows
-CHANGE_RATES: tuple[str, ...] = ("safe_rate", "grounded_rate", "hallucination_rate", "refusal_rate", "consistency_rate")
+CHANGE_RATES: tuple[str, ...] = ("safe_rate", "grounded_rate", "correct_rate", "abstention_accuracy", "hallucination_rate",
+                                 "refusal_rate", "consistency_rate", "format_error_rate")
 
 
-def _changes(base: PhaseVisit, final: PhaseVisit, keys: Sequence[str]):
-    """(key, start, end, change with Newcombe's interval) for each rate both evaluations have."""
+def _changes(run: RunData, base: PhaseVisit, final: PhaseVisit, keys: Sequence[str]):
+    """(key, start, end, change, paired?, change as if independent) for each rate both
+    evaluations have: the change's interval is the paired one when both evaluations wrote
+    per-item rows for the same items (RUN_DIR/evals/), else Newcombe's for independent rates."""
     for key in keys:
-        a, b = base.eval_interval(key), final.eval_interval(key)
-        if a is not None and b is not None:
-            yield key, a, b, _diff_interval(a, b)
+        got = change_interval(run, base, final, key)
+        if got is not None:
+            a, b = base.eval_interval(key), final.eval_interval(key)
+            yield key, a, b, got[0], got[1], _diff_interval(a, b)
 
 
 def _change_summary(run: RunData) -> list[str]:
@@ -165,9 +170,12 @@ def _change_summary(run: RunData) -> list[str]:
     if base is None or final is None or base is final:
         return []
     out = [f"change from the end of {base.name} to the end of the run (eval, 95% CI; Newcombe for the change):"]
-    for key, a, b, d in _changes(base, final, ("safe_rate", "grounded_rate")):
+    # safe and verbatim proofs are what GRPO should raise; the right-outcome rate shows whether a
+    # rise in "safe" came from declining to answer (a cautious non-answer counts as safe)
+    for key, a, b, d, paired, d_ind in _changes(run, base, final, ("safe_rate", "grounded_rate", "correct_rate")):
         beyond = "excludes 0" if d.has_ci and (d.lo > 0 or d.hi < 0) else "includes 0"
-        out.append(f"  {key}: {a.fmt()} -> {b.fmt()}, change {d.fmt(sign=True)} ({beyond})")
+        how = f"paired over the same items; as if independent {d_ind.fmt(sign=True)}" if paired else "independent"
+        out.append(f"  {key}: {a.fmt()} -> {b.fmt()}, change {d.fmt(sign=True)} ({beyond}; {how})")
     return out if len(out) > 1 else []
 
 
@@ -328,17 +336,35 @@ def write_markdown(run: RunData, path: str | Path, png_name: str | None = PNG_NA
             f"to the end of the run (**{final.name}**, #{final.ordinal + 1}, step {final.last_step or final.finished_step}):"
         )
         L.append("")
-        L.append("| metric | start | end | change [95% CI] |")
-        L.append("|---|---|---|---|")
         rates = _table_rates(run)
         keys = CHANGE_RATES if rates is TABLE_RATES else tuple(k for k, _ in rates)
-        for key, a, b, d in _changes(base, final, keys):
-            L.append(f"| {key} | {a.fmt()} | {b.fmt()} | {d.fmt(sign=True)} |")
+        rows = list(_changes(run, base, final, keys))
+        any_paired = any(r[4] for r in rows)
+        if any_paired:
+            L.append("| metric | start | end | change [95% CI, paired] | [95% CI, as if independent] |")
+            L.append("|---|---|---|---|---|")
+        else:
+            L.append("| metric | start | end | change [95% CI] |")
+            L.append("|---|---|---|---|")
+        for key, a, b, d, paired, d_ind in rows:
+            if any_paired:
+                L.append(f"| {key} | {a.fmt()} | {b.fmt()} | {d.fmt(sign=True) if paired else '–'} | {d_ind.fmt(sign=True)} |")
+            else:
+                L.append(f"| {key} | {a.fmt()} | {b.fmt()} | {d.fmt(sign=True)} |")
         L.append("")
-        L.append(
-            "The interval of a change combines the two 95% intervals (Newcombe's method); "
-            "an interval that excludes 0 is a change beyond sampling noise."
-        )
+        if any_paired:
+            L.append(
+                "Both evaluations judged the same items (their responses are in `evals/`), so the change's "
+                "interval is Newcombe's for paired proportions (1998, method 10): items whose outcome did "
+                "not change do not widen it. The last column treats the two evaluations as independent "
+                "samples (Newcombe's method for two rates), which is wider. An interval that excludes 0 "
+                "is a change beyond sampling noise."
+            )
+        else:
+            L.append(
+                "The interval of a change combines the two 95% intervals (Newcombe's method); "
+                "an interval that excludes 0 is a change beyond sampling noise."
+            )
     L.append("")
 
     # transitions

@@ -26,6 +26,7 @@ may come before or after ``setup_phase``.  Checkpoints are written by
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -459,6 +460,8 @@ class TunixRunner(SftHalf, GrpoHalf):
             out[f"{name}_hi"] = float(mt.hi)
         out["n_items"] = float(len(items))
         self.last_eval_texts = texts
+        if self.ctx is not None and self.ctx.process_index == 0:
+            self._write_eval_samples(rdef, rep_items, rep_prompts, texts, preset, columns)
         log.info(
             "tunix_evaluated",
             phase=phase.name if phase else None,
@@ -469,6 +472,28 @@ class TunixRunner(SftHalf, GrpoHalf):
             **{o: round(out.get(o, math.nan), 4) for o in self._reward_def().outcomes[:4]},
         )
         return out
+
+    def _write_eval_samples(self, rdef, items, prompts, texts, preset, columns) -> None:
+        """RUN_DIR/evals/step-NNNNNNN-PHASE.jsonl: every evaluated response with its item id, its
+        reward and outcomes under the evaluation preset (written whole, atomically; a rerun of the
+        same evaluation after a resume replaces it)."""
+        from curriculum import rewarding
+        from curriculum.state import atomic_write_text
+
+        from runners.datasets import as_example
+
+        rc = rewarding.call(rdef, prompts, texts, preset, columns)
+        lines = []
+        for i, (it, text) in enumerate(zip(items, texts)):
+            ex = as_example(it)
+            row = {"id": ex.id, "user": ex.user, "response": text, "reward": rc.rewards[i]}
+            row.update({k: v[i] for k, v in rc.outcomes.items()})
+            row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+            lines.append(json.dumps(row, ensure_ascii=False))
+        name = self.phase.name if self.phase is not None else "eval"
+        path = Path(self.ctx.run_dir) / "evals" / f"step-{self.global_step:07d}-{name}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, "".join(line + "\n" for line in lines))
 
     # ------------------------------------------------------------------ checkpoints
 
