@@ -153,6 +153,10 @@ def _check_fields(fields: dict[str, str] | None) -> None:
         raise ValueError("fields: give messages (chat records) or prompt/response (pairs), not both")
 
 
+#: the dataset name of [data] fresh_items (synthetic)
+FRESH_SET = "fresh"
+
+
 class DataSetSection(BaseModel):
     """One named dataset of ``[data.sets.NAME]`` (a phase trains on it with ``train.data``)."""
 
@@ -181,6 +185,10 @@ class DataSection(BaseModel):
     columns: list[str] = Field(default_factory=list)  # jsonl: more keys passed on to the reward
     sets: dict[str, DataSetSection] = Field(default_factory=dict)  # jsonl: more datasets by name
     num_items: int = Field(default=2000, ge=1)  # synthetic: training items generated
+    # synthetic: this many more items, generated apart (their own seed, no context/question pair
+    # shared with the training or held-out items), as the dataset named "fresh": prompts a
+    # policy has not been fine-tuned on, for GRPO phases that say train.data = "fresh"
+    fresh_items: int = Field(default=0, ge=0)
     eval_items: int = Field(default=100, ge=1)  # held-out items (eval set)
     seed: int | None = None  # default: the run seed
     system_prompt: str | None = None  # None: "" for tiny, the rewards default instructions otherwise
@@ -197,12 +205,16 @@ class DataSection(BaseModel):
                     raise ValueError(f"{k}: only for source = 'jsonl'")
             if self.fields or self.columns:
                 raise ValueError("fields: only for source = 'jsonl' (the DIPG sources have fixed columns)")
+        if self.fresh_items and self.source != "synthetic":
+            raise ValueError("fresh_items: only for source = 'synthetic' (with jsonl, declare [data.sets.NAME])")
         _check_fields(self.fields)
         if "default" in self.sets:
             raise ValueError("sets.default: 'default' names the [data] table's own dataset; pick another name")
         return self
 
     def set_names(self) -> list[str]:
+        if self.source == "synthetic":
+            return ["default", FRESH_SET] if self.fresh_items else ["default"]
         return ["default", *self.sets]
 
 
@@ -512,14 +524,15 @@ def validate_phase_data(kind: str, train: dict[str, Any], data: dict[str, Any]) 
         names = sel
     else:
         return [("train.data", f"expected a dataset name or a table {{NAME = weight, ...}}, got {sel!r}")]
-    known = d.set_names() if d.source == "jsonl" else ["default"]
+    known = d.set_names()
     out: list[tuple[str, str]] = []
     from curriculum.errors import one_of, suggest
 
     for n, w in names.items():
         if n not in known:
             out.append((f"train.data.{n}" if isinstance(sel, dict) else "train.data",
-                        f"unknown dataset '{n}'; expected {one_of(known)}{suggest(n, known)} ([data.sets.NAME] declares one)"))
+                        f"unknown dataset '{n}'; expected {one_of(known)}{suggest(n, known)} "
+                        + ("([data] fresh_items = N declares 'fresh')" if d.source == "synthetic" else "([data.sets.NAME] declares one)")))
         elif isinstance(w, bool) or not isinstance(w, (int, float)) or not w > 0 or w != w or w == float("inf"):
             out.append((f"train.data.{n}", f"a mixture weight is a positive number, got {w!r}"))
     if isinstance(sel, dict) and len(sel) > 1 and kind != "grpo":

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from runners.tunix.config import DataSection
+from runners.tunix.config import FRESH_SET, DataSection
 from runners.tunix.text import ChatTemplate
 
 
@@ -43,15 +43,38 @@ def load_items(d: DataSection, seed: int) -> tuple[dict[str, list[Any]], list[An
             ev = [items[i] for i in sorted(held)]
             sets["default"] = [it for i, it in enumerate(items) if i not in held]
         return sets, ev
+    fresh = None
     if d.source == "synthetic":
         items = rdata.generate_items(d.num_items + d.eval_items, seed=seed)
+        if d.fresh_items:
+            fresh = fresh_items(items, d.fresh_items, seed)
     else:
         items = rdata.load_sharegpt(d.path)
         if len(items) < 2:
             raise ValueError(f"data.path: {d.path} holds {len(items)} usable items; need at least 2")
     frac = min(0.5, d.eval_items / max(1, len(items)))
     train, ev = rdata.split_items(items, eval_fraction=frac, seed=seed)
-    return {"default": [from_dipg(it) for it in train]}, [from_dipg(it) for it in ev]
+    sets = {"default": [from_dipg(it) for it in train]}
+    if fresh is not None:
+        sets[FRESH_SET] = [from_dipg(it) for it in fresh]
+    return sets, [from_dipg(it) for it in ev]
+
+
+def fresh_items(existing: Sequence[Any], n: int, seed: int) -> list[Any]:
+    """``n`` synthetic items generated apart from ``existing`` (the training and held-out items of
+    the same seed): their own seed (so their own ids), no (context, question) pair in common,
+    task types cycling as ``generate_items`` makes them.  The training/held-out split is not
+    touched, so a policy fine-tuned on the training items has seen none of them."""
+    from rewards import data as rdata
+
+    seen = {(it.context, it.question) for it in existing}
+    out: list[Any] = []
+    k = n
+    while len(out) < n:
+        gen = rdata.generate_items(n + k, seed=(int(seed) * 1_000_003 + 7_919) % (2**31))
+        out = [it for it in gen if (it.context, it.question) not in seen][:n]
+        k *= 2
+    return out
 
 
 def prompt_text(item: Any, template: ChatTemplate, system_prompt: str | None) -> str:
