@@ -206,6 +206,14 @@ def _may_be_near_verbatim(toks: list[str], ctx: NormContext, tris: list[str] | N
     return True
 
 
+def _too_many_new_words(toks: list[str], ctx: NormContext) -> bool:
+    """Cheap necessary condition of the near-verbatim rule, as set operations: a word that is
+    not a word of the context is covered by no trigram of it, so when more distinct such
+    words follow the first two (an opening of 2 words may be reworded) than the allowed
+    number of uncovered words, no place of the context can accept the span."""
+    return len(set(toks[2:]).difference(ctx.unigrams)) > int(len(toks) * FUZZY_MAX_UNMATCHED_FRACTION)
+
+
 def span_in_context(span_norm: str, ctx: NormContext, toks: list[str] | None = None, unmerged: bool = False) -> bool:
     """Whether one normalised evidence span is a (near-)verbatim copy of one place of the context.
 
@@ -237,8 +245,10 @@ def span_in_context(span_norm: str, ctx: NormContext, toks: list[str] | None = N
             return True
         # not exact: what follows can only accept a near-verbatim copy, so the cheap
         # necessary conditions come first (the same verdicts, in a different order)
+        if n < FUZZY_MIN_WORDS or _too_many_new_words(toks, ctx) or not numbers(span_norm) <= ctx.numbers:
+            return False
         tris = _trigrams(toks)
-        if n < FUZZY_MIN_WORDS or not numbers(span_norm) <= ctx.numbers or not _may_be_near_verbatim(toks, ctx, tris):
+        if not _may_be_near_verbatim(toks, ctx, tris):
             return False
     else:
         tris = _trigrams(toks)

@@ -33,7 +33,6 @@ _NUMBER_RE = re.compile(r"\d(?<!\w\d)\d*(?:[.,]\d+)*")
 #: Double-quote characters that delimit quoted spans in a proof (single quotes are too
 #: ambiguous with apostrophes to delimit spans).
 DOUBLE_QUOTES = "\"\u201c\u201d\u201e\u201f\u00ab\u00bb\uff02"
-_DQ_RE = re.compile("[" + DOUBLE_QUOTES[1:] + "]")
 
 
 def _structure(pattern: str):
@@ -117,9 +116,8 @@ _SPECIAL = {**{c: "-" for c in _DASHES}, **{c: "" for c in _QUOTES}, **{c: " " f
             # the micro sign (common in lab values: "µL") is NFKC's Greek mu; mapped here so that a
             # text whose only non-NFKC character it is skips the NFKC pass (same result)
             "\u00b5": "\u03bc"}
-_SPECIAL_RE = re.compile("[" + re.escape("".join(_SPECIAL)) + "]")
-# UTF-8 of ¹ ² ³ (U+00B9, U+00B2, U+00B3) and the U+207x block holding the other superscripts
-_SUPER_BYTES = (b"\xc2\xb2", b"\xc2\xb3", b"\xc2\xb9", b"\xe2\x81")
+_NON_ASCII_RE = re.compile("[^\x00-\x7f]")
+_SUPER_CHARS = frozenset("⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
 def normalize(text: str) -> str:
@@ -130,13 +128,17 @@ def normalize(text: str) -> str:
         if '"' in text or "'" in text or "`" in text:
             text = text.replace('"', "").replace("'", "").replace("`", "")
     else:
-        raw = text.encode("utf-8", "surrogatepass")
-        if _SUPER_BYTES[0] in raw or _SUPER_BYTES[1] in raw or _SUPER_BYTES[2] in raw or _SUPER_BYTES[3] in raw:
+        # one scan for the distinct non-ASCII characters (a one-range class: cheaper per
+        # character than the special-character class) decides the passes below
+        found = set(_NON_ASCII_RE.findall(text))
+        if not found.isdisjoint(_SUPER_CHARS):
             text = _SUPER_RE.sub(_superscript, text)
         # the common special characters first (cheap); NFKC only for what is left
         # (str.replace per distinct character found: faster than a sub callback or translate)
-        for ch in set(_SPECIAL_RE.findall(text)):
+        for ch in found.intersection(_SPECIAL):
             text = text.replace(ch, _SPECIAL[ch])
+        if '"' in text or "'" in text or "`" in text:  # (the ASCII quotes: not in ``found``)
+            text = text.replace('"', "").replace("'", "").replace("`", "")
         # NFKC only for what is left; the dash and quote passes only when it changed something
         # (every dash and quote it could leave was replaced above)
         if not text.isascii() and not unicodedata.is_normalized("NFKC", text):
@@ -246,7 +248,11 @@ def _canonical_stored(raw: str) -> str:
 
 def unify_double_quotes(text: str) -> str:
     """Map every double-quote variant to ``"``."""
-    return text if text.isascii() else _DQ_RE.sub('"', text)
+    if not text.isascii():
+        for ch in DOUBLE_QUOTES[1:]:  # (a find per quote character: cheaper than a class scan)
+            if ch in text:
+                text = text.replace(ch, '"')
+    return text
 
 
 #: A word trigram that occurs more often than this in one context is not used to locate a
