@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from .parse import Parsed
-from .text import _VARIANT_PAIR_RE, NormContext, merge_variant_names, normalize, numbers, tokens, split_top, unify_double_quotes, word_start
+from .text import NormContext, has_variant_pair, merge_variant_names, normalize, numbers, tokens, split_top, unify_double_quotes, word_start
 
 def _fast(rx: re.Pattern[str]) -> re.Pattern[str]:
     """``rx`` with its leading word boundaries rewritten by :func:`rewards.text.word_start`
@@ -314,7 +314,9 @@ def split_proof_normalized(proof: str) -> tuple[list[str], list[str]]:
     for outside in parts[0::2]:
         for line in outside.split(_NLMARK):
             if _may_be_bullet(line):
-                line = _BULLET_RE.sub("", line)
+                m = _BULLET_RE.match(line)  # (anchored at the start: one match at most, as sub)
+                if m is not None:
+                    line = line[m.end() :]
             line = line.strip()
             if line.strip(" \t.,;:-()[]"):
                 segments.append(line)
@@ -350,7 +352,7 @@ def judge_grounding(proof: str, ctx: NormContext, cut_off: bool = False) -> Grou
     proof_norm = " ".join(quoted + segments)
     # a "h3 k27m" pair in one piece is one in the joined text: without one there, no piece's
     # tokens need merging (one test instead of one per piece)
-    unmerged = _VARIANT_PAIR_RE.search(proof_norm) is None
+    unmerged = not has_variant_pair(proof_norm)
     for qn in quoted:
         toks = tokens(qn)
         if not toks:
