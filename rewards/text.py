@@ -21,8 +21,6 @@ _SUPERSCRIPTS = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹", "0123456789")
 _SUPER_RE = re.compile(r"[⁰¹²³⁴⁵⁶⁷⁸⁹]+")
 _DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d\u00ad"
 _QUOTES = "\"'`\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u201f\u2032\u2033\u00ab\u00bb\u2039\u203a\u02bc\uff02\uff07"
-_DASH_RE = re.compile("[" + _DASHES + "]")
-_QUOTE_RE = re.compile("[" + re.escape(_QUOTES) + "]")
 _SYMBOLS = "/≥≤<>=±^"
 _LETTER_POWER_RE = re.compile(r"([^\W\d_])\^(\d)")
 _TOKEN_RE = re.compile(r"\w+")
@@ -117,8 +115,34 @@ _SPECIAL = {**{c: "-" for c in _DASHES}, **{c: "" for c in _QUOTES}, **{c: " " f
             # the micro sign (common in lab values: "µL") is NFKC's Greek mu; mapped here so that a
             # text whose only non-NFKC character it is skips the NFKC pass (same result)
             "\u00b5": "\u03bc"}
-_NON_ASCII_RE = re.compile("[^\x00-\x7f]")
 _SUPER_CHARS = frozenset("⁰¹²³⁴⁵⁶⁷⁸⁹")
+_DASH_QUOTE = {c: r for c, r in _SPECIAL.items() if c in _DASHES or c in _QUOTES}
+_ASCII_BYTES = bytes(range(128))
+
+
+def _non_ascii_chars(text: str) -> set[str]:
+    """The distinct non-ASCII characters of ``text``: its UTF-8 bytes with the ASCII ones
+    deleted, decoded (three C passes of a few instructions a byte, against a regex class test
+    or a character object per character)."""
+    return set(text.encode("utf-8", "surrogatepass").translate(None, _ASCII_BYTES).decode("utf-8", "surrogatepass"))
+
+
+def _superscripts(text: str, found: set[str]) -> str:
+    """``_SUPER_RE.sub(_superscript, text)`` (a run of superscript digits -> ``^digits``) by one
+    replacement per superscript character present (``found``) instead of a class scan of the
+    whole text: each becomes a marker and its digit, and a marker starts a run unless the
+    previous superscript is right before it."""
+    if "\x00" in text:  # (the marker itself is in the text: the regex)
+        return _SUPER_RE.sub(_superscript, text)
+    for ch in found & _SUPER_CHARS:
+        text = text.replace(ch, "\x00" + ch.translate(_SUPERSCRIPTS))
+    parts = text.split("\x00")
+    out = [parts[0]]
+    run = False
+    for part in parts[1:]:  # each part: the superscript's digit, then the text up to the next one
+        out.append(part if run else "^" + part)
+        run = len(part) == 1
+    return "".join(out)
 
 
 def normalize(text: str) -> str:
@@ -128,26 +152,40 @@ def normalize(text: str) -> str:
     if text.isascii():
         if '"' in text or "'" in text or "`" in text:
             text = text.replace('"', "").replace("'", "").replace("`", "")
+        text = _collapse_ascii_spaces(text.casefold())
     else:
-        # one scan for the distinct non-ASCII characters (a one-range class: cheaper per
-        # character than the special-character class) decides the passes below
-        found = set(_NON_ASCII_RE.findall(text))
+        # the distinct non-ASCII characters decide every pass below; each is a replacement per
+        # character present (no regex scans the whole text)
+        found = _non_ascii_chars(text)
         if not found.isdisjoint(_SUPER_CHARS):
-            text = _SUPER_RE.sub(_superscript, text)
+            text = _superscripts(text, found)
         # the common special characters first (cheap); NFKC only for what is left
-        # (str.replace per distinct character found: faster than a sub callback or translate)
         for ch in found.intersection(_SPECIAL):
             text = text.replace(ch, _SPECIAL[ch])
         if '"' in text or "'" in text or "`" in text:  # (the ASCII quotes: not in ``found``)
             text = text.replace('"', "").replace("'", "").replace("`", "")
-        # NFKC only for what is left; the dash and quote passes only when it changed something
-        # (every dash and quote it could leave was replaced above)
         if not text.isascii() and not unicodedata.is_normalized("NFKC", text):
+            # the dash and quote replacements only when NFKC changed something (every dash
+            # and quote it could leave was replaced above)
             text = unicodedata.normalize("NFKC", text)
-            text = _DASH_RE.sub("-", text)
-            text = _QUOTE_RE.sub("", text)
-    text = text.casefold()
-    text = _collapse_ascii_spaces(text) if text.isascii() else " ".join(text.split())
+            for ch in _non_ascii_chars(text).intersection(_DASH_QUOTE):
+                text = text.replace(ch, _DASH_QUOTE[ch])
+            if '"' in text or "'" in text or "`" in text:
+                text = text.replace('"', "").replace("'", "").replace("`", "")
+        if text.isascii():
+            text = _collapse_ascii_spaces(text.casefold())
+        else:
+            rest = _non_ascii_chars(text)
+            if all(c.casefold() == c for c in rest):
+                # only the ASCII letters change: lowered as UTF-8 bytes (multi-byte sequences
+                # hold no ASCII byte), the same as casefold and several times faster
+                text = text.encode("utf-8", "surrogatepass").lower().decode("utf-8", "surrogatepass")
+                # no non-ASCII space left: the ASCII collapse is the same as split/join
+                space = any(c.isspace() for c in rest)
+            else:
+                text = text.casefold()
+                space = True
+            text = " ".join(text.split()) if space else _collapse_ascii_spaces(text)
     if " %" in text:
         text = text.replace(" %", "%")
     for ch in _SYMBOLS:
