@@ -246,6 +246,14 @@ def tokens(norm_text: str) -> list[str]:
     """Word tokens (``\\w+`` runs) of already-normalised text."""
     if norm_text.isascii():  # same result, about twice as fast
         return norm_text.translate(_ASCII_WORD_TABLE).split()
+    # the non-ASCII characters that are not word characters (``\w`` is alphanumeric or "_")
+    # separate tokens as a space does; when only those make the text non-ASCII, it takes the
+    # ASCII path (2-3x faster than the regex)
+    for c in _non_ascii_chars(norm_text):
+        if not c.isalnum():
+            norm_text = norm_text.replace(c, " ")
+    if norm_text.isascii():
+        return norm_text.translate(_ASCII_WORD_TABLE).split()
     return _TOKEN_RE.findall(norm_text)
 
 

@@ -151,3 +151,14 @@ def test_normalize_matches_the_plain_passes_on_random_text():
     for _ in range(20000):
         t = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 24)))
         assert normalize(t) == _reference_normalize(t), repr(t)
+
+
+def test_tokens_match_the_word_regex_on_random_non_ascii_text():
+    import random
+    import re
+
+    alphabet = list("ab9_ .-/") + list("μαΑß≥≈①²٣é\u0301\u00a0\u2028\ufffd\ud800–")
+    rng = random.Random(12)
+    for _ in range(20000):
+        t = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 16)))
+        assert tokens(t) == re.findall(r"\w+", t), repr(t)
