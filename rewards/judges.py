@@ -1188,6 +1188,8 @@ def _abstention_topics(sent: str) -> list[str]:
     for k, r in zip(range(len(_ABSTAIN_RES)), _ABSTAIN_RES):
         if k in (3, 9, 11):  # "cannot be / impossible to determine": inference, not what is mentioned
             continue
+        if not _has_any(sent, _ABSTAIN_KEYS[k]):  # (the keywords: a necessary condition, as in judge_abstention)
+            continue
         m = r.search(sent)
         if m is None:
             continue
@@ -1224,6 +1226,7 @@ def judge_abstention_truthful(answer_norm: "str | Answer", ctx: NormContext) -> 
     a = analyse_answer(answer_norm)
     if not a.abstained:
         return bad
+    index = None
     for sent in _SENTENCE_RE.split(a.norm):
         if not sent or not judge_abstention(sent):
             continue
@@ -1236,13 +1239,38 @@ def judge_abstention_truthful(answer_norm: "str | Answer", ctx: NormContext) -> 
                 if not terms:
                     continue
                 need = max(1, math.ceil(ABSTAIN_TOPIC_RECALL * len(terms)))
-                for s in ctx.sentences:
-                    if s & _NEG_CUES:
-                        continue
-                    if sum(1 for t in terms if _term_in(t, s)) >= need:
-                        bad.append(part.strip())
-                        break
+                # per affirmative context sentence, how many of the terms it holds (as
+                # _term_in: the term or a plural form), through the per-context word index
+                if index is None:
+                    index = _affirmative_index(ctx.norm)
+                hits: dict[int, int] = {}
+                for t in terms:
+                    ids = index.get(t, ())
+                    for v in (t + "s", t[:-1] + "ies") if t.endswith("y") else (t + "s",):
+                        more = index.get(v)
+                        if more:
+                            ids = set(ids).union(more)
+                    for i in ids:
+                        hits[i] = hits.get(i, 0) + 1
+                if hits and max(hits.values()) >= need:
+                    bad.append(part.strip())
     return bad
+
+
+@lru_cache(maxsize=4096)
+def _affirmative_index(context_norm: str) -> dict[str, frozenset[int]]:
+    """word -> the positions of the context sentences without a negation cue that hold it
+    (the sentences of ``prepare_context``; memoised per context)."""
+    from .text import sentences as _split
+
+    index: dict[str, set[int]] = {}
+    for i, sent in enumerate(_split(context_norm)):
+        s = frozenset(tokens(sent))
+        if s & _NEG_CUES:
+            continue
+        for w in s:
+            index.setdefault(w, set()).add(i)
+    return {w: frozenset(ids) for w, ids in index.items()}
 
 
 def unsupported_claims(answer_norm: "str | Answer", ctx: NormContext, question_norm: str = "") -> list[str]:
