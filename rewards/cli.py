@@ -129,7 +129,7 @@ def _chunks(fh, path: Path, preset_name: str, state: dict):
     lineno = 0
     for lineno, line in enumerate(fh, 1):
         state["lineno"] = lineno
-        if line.strip():
+        if line and not line.isspace():  # (a blank line is skipped; no stripped copy made)
             chunk.append((lineno, line))
             if len(chunk) >= CHUNK_LINES:
                 yield (str(path), path.name, preset_name, chunk)
