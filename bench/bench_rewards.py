@@ -6,7 +6,7 @@ Prints (1) the grader's agreement with tests/data/upstream_labels.jsonl per flag
 responses/second for the plain scorer and for the DipgReward batch call on the 100 real
 upstream responses (repeated, one core); (3) `curriculum score` as a whole process on a file
 of N real lines (default 20,000: the 100 responses repeated), its lines/s and peak memory
-(max RSS of the child process).  The data
+(max RSS of the child process), with ``--jobs 1`` and ``--jobs 2`` (``--jobs``).  The data
 directory defaults to ../shared/data/upstream-eval relative to the repository root (or
 $UPSTREAM_EVAL_DIR); when it is absent the synthetic references are used instead.
 Goal: >= 10,000 responses/s (the original implementation managed about 560/s).
@@ -57,7 +57,7 @@ def print_agreement(data_dir: Path, preset) -> None:
         print(f"  {k:<14}{a:>4}/{n:<4} {a / n:6.1%}")
 
 
-def whole_process(data_dir: Path, n_lines: int, preset: str) -> None:
+def whole_process(data_dir: Path, n_lines: int, preset: str, jobs: int = 1) -> None:
     import resource
     import subprocess
     import tempfile
@@ -76,7 +76,7 @@ def whole_process(data_dir: Path, n_lines: int, preset: str) -> None:
         for _ in range(3):
             c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.perf_counter()
-            r = subprocess.run([sys.executable, "-m", "rewards.cli", "score", str(path), "--preset", preset],
+            r = subprocess.run([sys.executable, "-m", "rewards.cli", "score", str(path), "--preset", preset, "--jobs", str(jobs)],
                                cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
             best = min(best, time.perf_counter() - t0)
             c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -86,7 +86,8 @@ def whole_process(data_dir: Path, n_lines: int, preset: str) -> None:
                 return
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         size_mb = path.stat().st_size / 1e6
-    print(f"whole process: curriculum score on {n_lines:,} real lines ({size_mb:.0f} MB): "
+    # (CPU time: the child's and its worker processes'; peak memory: the largest single process)
+    print(f"whole process, --jobs {jobs}: curriculum score on {n_lines:,} real lines ({size_mb:.0f} MB): "
           f"{n_lines / best:,.0f} lines/s wall clock (best of 3, {best:.2f} s incl. start-up), "
           f"{n_lines / best_cpu:,.0f} lines/s of CPU time ({best_cpu:.2f} s); "
           f"peak memory {peak_mb:,.0f} MB (max RSS)")
@@ -123,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="medium")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--lines", type=int, default=20_000, help="lines for the whole-process run (0: skip)")
+    ap.add_argument("--jobs", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2],
+                    help="comma-separated --jobs values for the whole-process runs (default 1,2)")
     args = ap.parse_args(argv)
     preset = get_preset(args.preset)
     data_dir = Path(args.data)
@@ -174,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     dt = time.process_time() - t0
     print(f"cold cache:   {len(pairs) / dt:,.0f} responses/s (every context normalised once)")
     if args.lines and data_dir.is_dir():
-        whole_process(data_dir, args.lines, args.preset)
+        for jobs in args.jobs:
+            whole_process(data_dir, args.lines, args.preset, jobs)
     print(f"{_load()} at the end")
     return 0
 

@@ -1,4 +1,4 @@
-"""``curriculum score FILE.jsonl [--json] [--preset NAME]``: score recorded responses.
+"""``curriculum score FILE.jsonl [--json] [--preset NAME] [--jobs N]``: score recorded responses.
 
 Each input line is a JSON object with ``context``, ``question``, ``expected_answer`` (a string
 or an upstream ``{"final": ...}`` object; the ``<answer>`` part is used when it has tags),
@@ -6,6 +6,13 @@ or an upstream ``{"final": ...}`` object; the ``<answer>`` part is used when it 
 (else ``FILE:LINE``); other keys are ignored.  Malformed lines are reported on stderr as
 ``FILE:LINE: reason`` and skipped; the exit status is 1 when any line was bad, 2 for a usage
 error or an unreadable file, else 0.
+
+The file is read and scored in chunks of ``CHUNK_LINES`` lines (streaming: a compact row per
+scored line is kept for the metrics, not the line).  ``--jobs N`` scores the chunks in N worker
+processes, at most 2N chunks in flight, collected in file order, so the output (the table, the
+JSON, the messages about bad lines and the exit status) is the same as with one.  The default is
+1, not one process per CPU: scoring is CPU-bound and the machines this runs on are often shared
+with a training job, so taking every core is left to an explicit ``--jobs 0``.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("file", help="JSONL file: context, question, expected_answer, response[, type, id]")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     ap.add_argument("--preset", default="medium", choices=sorted(PRESETS), help="reward preset (default medium)")
+    ap.add_argument("--jobs", type=_jobs, default=1, metavar="N",
+                    help="score with N processes (default 1: in this process; 0: one per CPU); the output is the same")
     return ap
 
 
@@ -74,55 +83,128 @@ def _check_record(rec: object) -> None:
         raise ValueError(f'"context" is {len(ctx):,} characters; the limit is {MAX_CONTEXT_CHARS:,}')
 
 
-def score_file(path: Path, preset_name: str, err: TextIO) -> tuple[list[str], list[Verdict], int] | None:
-    """Score a JSONL file line by line (streaming: only the verdicts are kept).  Returns
-    (ids, verdicts, number of bad lines), or None when the file cannot be read."""
+#: Lines per unit of work: what a worker scores at a time under ``--jobs``, and the unit the
+#: main process reads ahead (at most ``2 * jobs`` chunks are in flight, so memory stays bounded
+#: by the chunk size, not the file size).
+CHUNK_LINES = 256
+
+#: One scored line, kept compactly until the metrics are computed: (id, total, flags,
+#: components, task type, judged).  The full verdict (its detail) is not kept.
+Row = tuple
+
+
+def _score_line(line: str, where: str, default_id: str, preset) -> tuple[str, object]:
+    """("ok", row) or ("bad", message) for one non-blank input line."""
+    if len(line) > MAX_LINE_CHARS:
+        return "bad", f"{where}: line is {len(line):,} characters; the limit is {MAX_LINE_CHARS:,}"
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return "bad", f"{where}: invalid JSON: {exc.msg} (column {exc.colno})"
+    except RecursionError:
+        return "bad", f"{where}: invalid JSON: nested too deeply"
+    try:
+        _check_record(rec)
+        item = item_from_record(rec, default_id)
+        v = score(rec["response"], item, preset)
+    except RecursionError:
+        return "bad", f"{where}: a field is nested too deeply"
+    except Exception as exc:  # one bad line never stops the rest
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        return "bad", f"{where}: {msg}"
+    return "ok", (item.id, v.total, v.flags, v.components, v.task_type, v.detail.get("judged", True))
+
+
+def _score_chunk(args: tuple[str, str, str, list[tuple[int, str]]]) -> list[tuple[str, object]]:
+    """Score a chunk of (line number, line) pairs; run in the worker processes under --jobs."""
+    path_str, name, preset_name, lines = args
     preset = get_preset(preset_name)
-    ids: list[str] = []
-    verdicts: list[Verdict] = []
-    bad = 0
+    return [_score_line(line, f"{path_str}:{n}", f"{name}:{n}", preset) for n, line in lines]
+
+
+def _chunks(fh, path: Path, preset_name: str, state: dict):
+    """The file's non-blank lines in chunks (as _score_chunk arguments), read as they are needed;
+    ``state["lineno"]`` is the last line number read (for a decoding error's message)."""
+    chunk: list[tuple[int, str]] = []
     lineno = 0
+    for lineno, line in enumerate(fh, 1):
+        state["lineno"] = lineno
+        if line and not line.isspace():  # (a blank line is skipped; no stripped copy made)
+            chunk.append((lineno, line))
+            if len(chunk) >= CHUNK_LINES:
+                yield (str(path), path.name, preset_name, chunk)
+                chunk = []
+    if chunk:
+        yield (str(path), path.name, preset_name, chunk)
+
+
+def _results(chunks, jobs: int):
+    """The scored chunks in file order: in this process (jobs == 1), or by ``jobs`` worker
+    processes with at most ``2 * jobs`` chunks in flight."""
+    if jobs == 1:
+        for c in chunks:
+            yield _score_chunk(c)
+        return
+    import multiprocessing as mp
+    from collections import deque
+
+    methods = mp.get_all_start_methods()
+    ctx = mp.get_context("fork" if "fork" in methods else methods[0])
+    with ctx.Pool(jobs) as pool:
+        pending: deque = deque()
+        for c in chunks:
+            pending.append(pool.apply_async(_score_chunk, (c,)))
+            if len(pending) >= 2 * jobs:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+def score_file(path: Path, preset_name: str, err: TextIO, jobs: int = 1) -> tuple[list[Row], int] | None:
+    """Score a JSONL file chunk by chunk (streaming: only a compact row per scored line is
+    kept), with ``jobs`` processes.  Bad lines are reported to ``err`` in file order.  Returns
+    (rows, number of bad lines), or None when the file cannot be read."""
+    get_preset(preset_name)  # an unknown preset fails here, before any work
+    rows: list[Row] = []
+    bad = 0
+    state = {"lineno": 0}
     try:
         with open(path, encoding="utf-8", newline="") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                if len(line) > MAX_LINE_CHARS:
-                    err.write(f"{path}:{lineno}: line is {len(line):,} characters; the limit is {MAX_LINE_CHARS:,}\n")
-                    bad += 1
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    err.write(f"{path}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})\n")
-                    bad += 1
-                    continue
-                except RecursionError:
-                    err.write(f"{path}:{lineno}: invalid JSON: nested too deeply\n")
-                    bad += 1
-                    continue
-                try:
-                    _check_record(rec)
-                    item = item_from_record(rec, f"{path.name}:{lineno}")
-                    verdict = score(rec["response"], item, preset)
-                except RecursionError:
-                    err.write(f"{path}:{lineno}: a field is nested too deeply\n")
-                    bad += 1
-                    continue
-                except Exception as exc:  # one bad line never stops the rest
-                    msg = " ".join(str(exc).split()) or type(exc).__name__
-                    err.write(f"{path}:{lineno}: {msg}\n")
-                    bad += 1
-                    continue
-                ids.append(item.id)
-                verdicts.append(verdict)
+            for results in _results(_chunks(fh, path, preset_name, state), jobs):
+                for kind, x in results:
+                    if kind == "ok":
+                        rows.append(x)
+                    else:
+                        err.write(f"{x}\n")
+                        bad += 1
     except OSError as exc:
         err.write(f"{path}: cannot read: {exc.strerror or exc}\n")
         return None
     except UnicodeDecodeError as exc:
-        err.write(f"{path}:{lineno + 1}: not UTF-8 text: {exc.reason}\n")
+        err.write(f"{path}:{state['lineno'] + 1}: not UTF-8 text: {exc.reason}\n")
         return None
-    return ids, verdicts, bad
+    return rows, bad
+
+
+def _jobs(value: str) -> int:
+    """--jobs: a positive number of processes, or 0 for one per CPU (os.cpu_count())."""
+    import os
+
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of processes (1 = score in this process, 0 = one per CPU), got {value!r}"
+        ) from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"the number of processes cannot be negative, got {n}; use 1 (the default) or more, or 0 for one per CPU")
+    if n > MAX_JOBS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_JOBS} processes, got {n} (0 = one per CPU: {os.cpu_count() or 1} here)")
+    return n or (os.cpu_count() or 1)
+
+
+#: Most worker processes --jobs accepts (each holds its own caches and start-up cost).
+MAX_JOBS = 256
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -138,22 +220,23 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         return 2
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
-    result = score_file(Path(args.file), args.preset, err)
+    result = score_file(Path(args.file), args.preset, err, args.jobs)
     if result is None:
         return 2
-    ids, verdicts, bad = result
-    metrics = aggregate(verdicts)
+    rows, bad = result
+    metrics = aggregate(
+        Verdict(total=total, components=comps, flags=flags, task_type=t, detail={"judged": judged})
+        for _, total, flags, comps, t, judged in rows
+    )
     if args.json:
-        doc = {
-            "metrics": {k: m.to_json() for k, m in metrics.items()},
-            "items": [
-                {"id": i, "reward": v.total, "flags": v.flags, "components": v.components}
-                for i, v in zip(ids, verdicts)
-            ],
-        }
-        out.write(json.dumps(doc, ensure_ascii=False) + "\n")
+        # the same text as json.dumps({"metrics": ..., "items": [...]}), written item by item
+        dumps = json.JSONEncoder(ensure_ascii=False).encode
+        out.write('{"metrics": ' + dumps({k: m.to_json() for k, m in metrics.items()}) + ', "items": [')
+        for n, (i, total, flags, comps, _, _) in enumerate(rows):
+            out.write((", " if n else "") + dumps({"id": i, "reward": total, "flags": flags, "components": comps}))
+        out.write("]}\n")
     else:
-        _table(metrics, len(verdicts), args.preset, out)
+        _table(metrics, len(rows), args.preset, out)
     if bad:
         err.write(f"{args.file}: {bad} malformed line(s) skipped\n")
     return 1 if bad else 0

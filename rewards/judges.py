@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from .parse import Parsed
-from .text import _VARIANT_PAIR_RE, NormContext, merge_variant_names, normalize, numbers, tokens, split_top, unify_double_quotes, word_start
+from .text import NormContext, has_variant_pair, merge_variant_names, normalize, numbers, tokens, split_top, unify_double_quotes, word_start
 
 def _fast(rx: re.Pattern[str]) -> re.Pattern[str]:
     """``rx`` with its leading word boundaries rewritten by :func:`rewards.text.word_start`
@@ -224,6 +224,14 @@ def _may_be_near_verbatim(toks: list[str], ctx: NormContext, tris: list[str] | N
     return True
 
 
+def _too_many_new_words(toks: list[str], ctx: NormContext) -> bool:
+    """Cheap necessary condition of the near-verbatim rule, as set operations: a word that is
+    not a word of the context is covered by no trigram of it, so when more distinct such
+    words follow the first two (an opening of 2 words may be reworded) than the allowed
+    number of uncovered words, no place of the context can accept the span."""
+    return len(set(toks[2:]).difference(ctx.unigrams)) > int(len(toks) * FUZZY_MAX_UNMATCHED_FRACTION)
+
+
 def span_in_context(span_norm: str, ctx: NormContext, toks: list[str] | None = None, unmerged: bool = False) -> bool:
     """Whether one normalised evidence span is a (near-)verbatim copy of one place of the context.
 
@@ -255,8 +263,10 @@ def span_in_context(span_norm: str, ctx: NormContext, toks: list[str] | None = N
             return True
         # not exact: what follows can only accept a near-verbatim copy, so the cheap
         # necessary conditions come first (the same verdicts, in a different order)
+        if n < FUZZY_MIN_WORDS or _too_many_new_words(toks, ctx) or not numbers(span_norm) <= ctx.numbers:
+            return False
         tris = _trigrams(toks)
-        if n < FUZZY_MIN_WORDS or not numbers(span_norm) <= ctx.numbers or not _may_be_near_verbatim(toks, ctx, tris):
+        if not _may_be_near_verbatim(toks, ctx, tris):
             return False
     else:
         tris = _trigrams(toks)
@@ -322,7 +332,9 @@ def split_proof_normalized(proof: str) -> tuple[list[str], list[str]]:
     for outside in parts[0::2]:
         for line in outside.split(_NLMARK):
             if _may_be_bullet(line):
-                line = _BULLET_RE.sub("", line)
+                m = _BULLET_RE.match(line)  # (anchored at the start: one match at most, as sub)
+                if m is not None:
+                    line = line[m.end() :]
             line = line.strip()
             if line.strip(" \t.,;:-()[]"):
                 segments.append(line)
@@ -363,7 +375,7 @@ def judge_grounding(proof: str, ctx: NormContext, cut_off: bool = False, questio
     proof_norm = " ".join(quoted + segments)
     # a "h3 k27m" pair in one piece is one in the joined text: without one there, no piece's
     # tokens need merging (one test instead of one per piece)
-    unmerged = _VARIANT_PAIR_RE.search(proof_norm) is None
+    unmerged = not has_variant_pair(proof_norm)
     for qn in quoted:
         toks = tokens(qn)
         if not toks:
@@ -417,11 +429,11 @@ def _has_word(norm_text: str) -> bool:
 # --------------------------------------------------------------------------- answer support
 
 
-def judge_answer_support(answer_norm: str, ctx: NormContext, question_norm: str = "") -> bool:
+def judge_answer_support(answer_norm: "str | Answer", ctx: NormContext, question_norm: str = "") -> bool:
     """No-hallucination component for the answer: every number it states occurs in the context
     (or in the question).  Numbers are compared canonically (``1,000`` == ``1000``,
     ``1.50`` == ``1.5``, ``10⁹`` == ``10^9``)."""
-    nums = _numbers_of(answer_norm)
+    nums = analyse_answer(answer_norm).nums
     if not nums:
         return True
     return nums <= ctx.numbers or nums <= (ctx.numbers | question_numbers(question_norm))
@@ -492,6 +504,66 @@ def _term_map(norm_text: str) -> dict[str, str]:
 def _term_in(term: str, toks: set[str]) -> bool:
     """Whether a stemmed term occurs in a set of raw tokens (as itself or a plural form)."""
     return term in toks or term + "s" in toks or (term.endswith("y") and term[:-1] + "ies" in toks)
+
+
+class Answer:
+    """One response's answer, analysed once: its normalised text, word tokens, numbers,
+    content terms (token -> stem) and the abstention and conflict verdicts.  The scorer builds
+    one per score() call (:func:`analyse_answer`) and hands it to every judge of the answer,
+    which read these instead of re-tokenising or re-running patterns; what a judge may not
+    need (terms, verdicts) is computed on first use.  Judges also accept the normalised text
+    itself (they analyse it then).  Nothing here outlives the call that built it."""
+
+    __slots__ = ("norm", "toks", "_nums", "_terms", "_abstained", "_conflict")
+
+    def __init__(self, norm: str) -> None:
+        self.norm = norm
+        self.toks: tuple[str, ...] = tuple(tokens(norm))
+        self._nums: frozenset[str] | None = None
+        self._terms: dict[str, str] | None = None
+        self._abstained: bool | None = None
+        self._conflict: bool | None = None
+
+    @property
+    def nums(self) -> frozenset[str]:
+        """Canonical numbers (:func:`rewards.text.numbers`)."""
+        if self._nums is None:
+            self._nums = frozenset(numbers(self.norm))
+        return self._nums
+
+    @property
+    def terms(self) -> dict[str, str]:
+        """token -> stem for the non-stopword, non-digit tokens."""
+        if self._terms is None:
+            get = _STEMS.get
+            self._terms = {t: get(t) or _stem(t) for t in set(self.toks) - STOPWORDS if not t.isdigit()}
+        return self._terms
+
+    def content_terms(self, drop: frozenset[str] = frozenset()) -> set[str]:
+        """:func:`content_terms` of the answer."""
+        m = self.terms
+        if not drop:
+            return set(m.values())
+        return {s for t, s in m.items() if t not in drop and s not in drop}
+
+    @property
+    def abstained(self) -> bool:
+        """:func:`judge_abstention` of the answer."""
+        if self._abstained is None:
+            self._abstained = _any_pattern(self.norm, _ABSTAIN_PAIRS)
+        return self._abstained
+
+    @property
+    def conflict(self) -> bool:
+        """:func:`judge_conflict` of the answer."""
+        if self._conflict is None:
+            self._conflict = _conflict_reported(self.norm)
+        return self._conflict
+
+
+def analyse_answer(answer: "str | Answer") -> Answer:
+    """The :class:`Answer` analysis of a normalised answer (itself when already one)."""
+    return answer if isinstance(answer, Answer) else Answer(answer)
 
 
 @lru_cache(maxsize=8192)
@@ -582,8 +654,11 @@ def judge_schedule(answer_norm: str, expected_norm: str) -> bool:
     weekly", "once a week", "orally", "IV") is one the reference states, for each kind
     (frequency, route) the reference states.  "625 mg twice weekly" is wrong against "625 mg
     once weekly"; "once a week" is right against "weekly"."""
-    _, a = _answer_schedules(answer_norm)
-    _, r = _reference_schedules(expected_norm)
+    return _schedules_agree(_answer_schedules(answer_norm)[1], _reference_schedules(expected_norm)[1])
+
+
+def _schedules_agree(a: frozenset[str], r: frozenset[str]) -> bool:
+    """judge_schedule on the answer's and the reference's schedule tokens."""
     for kind in ("sched", "route"):
         rk = {t for t in r if t.startswith(kind)}
         ak = {t for t in a if t.startswith(kind)}
@@ -618,7 +693,7 @@ def _headline(expected_norm: str) -> str:
     return parts[0]
 
 
-def judge_correct(answer_norm: str, expected_norm: str, question_norm: str = "") -> bool:
+def judge_correct(answer_norm: "str | Answer", expected_norm: str, question_norm: str = "") -> bool:
     """Answer-correctness component for answerable items (no shared-word shortcut).
 
     Correct when, after normalisation: (1) every number of the reference is in the answer;
@@ -633,15 +708,19 @@ def judge_correct(answer_norm: str, expected_norm: str, question_norm: str = "")
     """
     if not expected_norm:
         return False
+    a = analyse_answer(answer_norm)
     ref_sched, ref_found = _reference_schedules(expected_norm)
     if ref_found:  # otherwise no schedule can disagree and the words compare as they are
-        if not judge_schedule(answer_norm, expected_norm):
+        rewritten, a_found = _schedules(a.norm)
+        if not _schedules_agree(a_found, ref_found):
             return False
-        answer_norm, expected_norm = _answer_schedules(answer_norm)[0], ref_sched
+        if rewritten != a.norm:
+            a = Answer(rewritten)
+        expected_norm = ref_sched
     headline = _headline(expected_norm)
     ref_nums, ref_all_terms, _ = _reference_facts(expected_norm)
     head_nums, head_terms, ref_neg = _reference_facts(headline)
-    ans_nums = _numbers_of(answer_norm)
+    ans_nums = a.nums
     asks = _asks_quantity(question_norm)
     if asks:
         if not head_nums <= ans_nums:
@@ -652,7 +731,7 @@ def judge_correct(answer_norm: str, expected_norm: str, question_norm: str = "")
     ref_terms = head_terms - q_terms or head_terms
     if not asks:  # the dose's units, schedule and route were not asked for either
         ref_terms = {t for t in ref_terms if t not in _DOSE_WORDS and not t.startswith(("sched", "route"))} or ref_terms
-    ans_terms = content_terms(answer_norm)
+    ans_terms = a.content_terms()
     if len(ans_terms - ref_all_terms - q_terms) > max(CORRECT_MIN_EXTRA_TERMS, 2 * len(ref_all_terms)):
         return False
     if ref_terms:
@@ -660,9 +739,9 @@ def judge_correct(answer_norm: str, expected_norm: str, question_norm: str = "")
         need = len(ref_terms) if len(ref_terms) <= CORRECT_ALL_TERMS_UPTO else CORRECT_TERM_RECALL * len(ref_terms)
         if hit < need:
             return False
-    elif not ref_nums and tokens(answer_norm) != tokens(expected_norm):
+    elif not ref_nums and list(a.toks) != tokens(expected_norm):
         return False
-    return has_negation(answer_norm) == ref_neg
+    return (not _NEG_WORDS.isdisjoint(a.toks)) == ref_neg
 
 
 # --------------------------------------------------------------------------- abstention / conflict / refusal
@@ -821,7 +900,7 @@ def judge_abstention(answer_norm: str) -> bool:
     return _any_pattern(answer_norm, _ABSTAIN_PAIRS)
 
 
-def judge_on_topic(answer_norm: str, question_norm: str) -> bool:
+def judge_on_topic(answer_norm: "str | Answer", question_norm: str) -> bool:
     """The answer names something the question asks about: it shares at least one key term
     (content word other than meta words like "context", "information") with the question.
     Used so that "the text does not mention X" counts as abstaining only when X is what was
@@ -835,7 +914,7 @@ def judge_on_topic(answer_norm: str, question_norm: str) -> bool:
     topic = q - _PATIENT_WORDS or q
     if "old" in topic:  # "How old is the patient?" asks for the age
         topic = topic | {"age"}
-    return bool(topic & content_terms(answer_norm, META_WORDS))
+    return bool(topic & analyse_answer(answer_norm).content_terms(META_WORDS))
 
 
 #: Words naming the patient, ignored by ``judge_on_topic`` when the question has others.
@@ -844,6 +923,10 @@ _PATIENT_WORDS = frozenset("patient child boy girl kid infant adolescent".split(
 
 def judge_conflict(answer_norm: str) -> bool:
     """The answer reports that the context contradicts itself (and does not deny a conflict)."""
+    return _conflict_reported(answer_norm)
+
+
+def _conflict_reported(answer_norm: str) -> bool:
     if not _has_any(answer_norm, _CONFLICT_KEYS):
         return False
     if _CONFLICT_NEG_RE.search(answer_norm) is not None:
@@ -876,7 +959,7 @@ _REFUSAL_FILLER = frozenset(
 _SENTENCE_RE = re.compile(r"[.!?;:\n]+")
 
 
-def judge_refusal(answer_norm: str, abstained: bool | None = None, conflict: bool | None = None) -> bool:
+def judge_refusal(answer_norm: "str | Answer", abstained: bool | None = None, conflict: bool | None = None) -> bool:
     """A canned refusal: a short answer (at most ``REFUSAL_MAX_CHARS`` normalised characters)
     made of refusal boilerplate ("I can't help with that", "I cannot provide medical advice",
     "consult your doctor", "as an AI", "I'm not a doctor") and nothing else: once the sentences
@@ -885,12 +968,15 @@ def judge_refusal(answer_norm: str, abstained: bool | None = None, conflict: boo
     "625 mg weekly. Please consult your doctor." is an answer with a disclaimer, not a refusal.
     Apostrophes are removed by normalisation, so curly and straight ones are the same.
     ``abstained``/``conflict`` may be passed when already computed."""
+    a = answer_norm if isinstance(answer_norm, Answer) else None
+    if a is not None:
+        answer_norm = a.norm
     if len(answer_norm) > REFUSAL_MAX_CHARS or not has_refusal_boilerplate(answer_norm):
         return False
     if abstained is None:
-        abstained = judge_abstention(answer_norm)
+        abstained = a.abstained if a is not None else judge_abstention(answer_norm)
     if conflict is None:
-        conflict = judge_conflict(answer_norm)
+        conflict = a.conflict if a is not None else judge_conflict(answer_norm)
     if abstained or conflict:
         return False
     rest = " ".join(sent for sent in _SENTENCE_RE.split(answer_norm) if not has_refusal_boilerplate(sent))
@@ -906,7 +992,7 @@ CONSISTENCY_TERM_RECALL = 0.5
 
 
 def judge_consistency(
-    answer_norm: str,
+    answer_norm: "str | Answer",
     proof_norm: str,
     question_norm: str = "",
     about_context: bool = False,
@@ -921,12 +1007,13 @@ def judge_consistency(
     conflict report), its words name the asked topic rather than claim a fact, so only its
     numbers are checked.  An answer with no numbers and no key terms is consistent.
     """
-    a_nums = _numbers_of(answer_norm)
+    a = analyse_answer(answer_norm)
+    a_nums = a.nums
     if a_nums and not a_nums <= (_numbers_of(proof_norm) | question_numbers(question_norm)):
         return False
     if about_context:
         return True
-    a_terms = content_terms(answer_norm, _consistency_drop(question_norm))
+    a_terms = a.content_terms(_consistency_drop(question_norm))
     if not a_terms:
         return True
     p_toks = proof_tokens if proof_tokens is not None else set(tokens(proof_norm))
@@ -1013,7 +1100,7 @@ def _context_direction_index(norm: str) -> dict[str, frozenset[str]]:
     return {w: frozenset(d) for w, d in index.items()}
 
 
-def judge_direction(answer_norm: str, ctx: NormContext) -> list[str]:
+def judge_direction(answer_norm: "str | Answer", ctx: NormContext) -> list[str]:
     """Direction claims the context contradicts.
 
     For each direction word of the answer (better: responding, improved, reduced, resolved;
@@ -1023,7 +1110,7 @@ def judge_direction(answer_norm: str, ctx: NormContext) -> list[str]:
     glioma and DIPG name the same thing).  The claim is contradicted when the context
     sentences that mention the subject state only the opposite direction.  Returns the
     contradicted claims (normalised snippets), [] when none."""
-    toks = _tokens_of(answer_norm)
+    toks = analyse_answer(answer_norm).toks
     dirs = _directions(toks)
     if not dirs:
         return []
@@ -1070,13 +1157,13 @@ _STRENGTH_TERMS: dict[str, frozenset[str]] = {
 }
 
 
-def judge_strength_claims(answer_norm: str, ctx: NormContext, question_norm: str = "") -> list[str]:
+def judge_strength_claims(answer_norm: "str | Answer", ctx: NormContext, question_norm: str = "") -> list[str]:
     """Evidence-strength words in the answer ("approved", "FDA", "proven", "significant",
     "curative", "efficacy"/"effective") that no affirmative sentence of the context or the
     question supports ("the absence of FDA-approved agents" does not support "approved").
     A strength word negated just before it ("not approved") is not a claim.  Returns the
     unsupported words."""
-    toks = _tokens_of(answer_norm)
+    toks = analyse_answer(answer_norm).toks
     if _STRENGTH_TERMS.keys().isdisjoint(toks):
         return []
     found = [
@@ -1147,6 +1234,8 @@ def _abstention_topics(sent: str) -> list[str]:
     for k, r in zip(range(len(_ABSTAIN_RES)), _ABSTAIN_RES):
         if k in (3, 9, 11):  # "cannot be / impossible to determine": inference, not what is mentioned
             continue
+        if not _has_any(sent, _ABSTAIN_KEYS[k]):  # (the keywords: a necessary condition, as in judge_abstention)
+            continue
         m = r.search(sent)
         if m is None:
             continue
@@ -1170,7 +1259,7 @@ def _abstention_topics(sent: str) -> list[str]:
     return out
 
 
-def judge_abstention_truthful(answer_norm: str, ctx: NormContext) -> list[str]:
+def judge_abstention_truthful(answer_norm: "str | Answer", ctx: NormContext) -> list[str]:
     """Abstentions that misstate the context: for each sentence saying the context lacks
     something ("the text does not include any survival data", "X is not reported"), the
     topic (the words after/before the abstention phrase, up to a comma or "such as", split at
@@ -1180,9 +1269,11 @@ def judge_abstention_truthful(answer_norm: str, ctx: NormContext) -> list[str]:
     not checked, nor "cannot be determined" (an inference, judged by correctness).  Returns
     the misstated topics, [] when none."""
     bad: list[str] = []
-    if not judge_abstention(answer_norm):
+    a = analyse_answer(answer_norm)
+    if not a.abstained:
         return bad
-    for sent in _SENTENCE_RE.split(answer_norm):
+    index = None
+    for sent in _SENTENCE_RE.split(a.norm):
         if not sent or not judge_abstention(sent):
             continue
         stoks = set(tokens(sent))
@@ -1194,19 +1285,48 @@ def judge_abstention_truthful(answer_norm: str, ctx: NormContext) -> list[str]:
                 if not terms:
                     continue
                 need = max(1, math.ceil(ABSTAIN_TOPIC_RECALL * len(terms)))
-                for s in ctx.sentences:
-                    if s & _NEG_CUES:
-                        continue
-                    if sum(1 for t in terms if _term_in(t, s) or _quantity_in(t, s)) >= need:
-                        bad.append(part.strip())
-                        break
+                # per affirmative context sentence, how many of the terms it holds (as
+                # _term_in: the term or a plural form), through the per-context word index
+                if index is None:
+                    index = _affirmative_index(ctx.norm)
+                hits: dict[int, int] = {}
+                for t in terms:
+                    ids = index.get(t, ())
+                    for v in (t + "s", t[:-1] + "ies") if t.endswith("y") else (t + "s",):
+                        more = index.get(v)
+                        if more:
+                            ids = set(ids).union(more)
+                    for i in ids:
+                        hits[i] = hits.get(i, 0) + 1
+                if hits and max(hits.values()) >= need:
+                    bad.append(part.strip())
     return bad
 
 
-def unsupported_claims(answer_norm: str, ctx: NormContext, question_norm: str = "") -> list[str]:
+@lru_cache(maxsize=4096)
+def _affirmative_index(context_norm: str) -> dict[str, frozenset[int]]:
+    """word -> the positions of the context sentences without a negation cue that hold it
+    (the sentences of ``prepare_context``; memoised per context)."""
+    from .text import sentences as _split
+
+    index: dict[str, set[int]] = {}
+    for i, sent in enumerate(_split(context_norm)):
+        s = frozenset(tokens(sent))
+        if s & _NEG_CUES:
+            continue
+        for w in s:
+            index.setdefault(w, set()).add(i)
+        for q in _QUANTITY_UNITS:  # "dose" is held by a sentence stating a dose ("30 Gy")
+            if _quantity_in(q, s):
+                index.setdefault(q, set()).add(i)
+    return {w: frozenset(ids) for w, ids in index.items()}
+
+
+def unsupported_claims(answer_norm: "str | Answer", ctx: NormContext, question_norm: str = "") -> list[str]:
     """Everything in the answer the context does not support, beyond numbers: contradicted
     direction claims, unsupported evidence-strength words, and abstentions that misstate the
     context (see the three judges).  [] when the answer's claims are supported."""
+    answer_norm = analyse_answer(answer_norm)
     return (
         judge_direction(answer_norm, ctx)
         + judge_strength_claims(answer_norm, ctx, question_norm)

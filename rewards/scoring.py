@@ -10,9 +10,8 @@ from typing import Any, Mapping
 
 from .judges import (
     REFUSAL_MAX_CHARS,
-    judge_abstention,
+    Answer,
     judge_answer_support,
-    judge_conflict,
     judge_consistency,
     judge_correct,
     judge_format,
@@ -126,13 +125,14 @@ def _reference_abstains(expected: str) -> bool:
 def _judge_content(parsed: Parsed, item: Item) -> tuple[dict[str, Any], dict[str, Any]]:
     """Content judgements of a response's proof and answer (well formed or best-effort)."""
     t = item.type
-    answer = normalize(parsed.answer)
-    abstained = judge_abstention(answer)
-    conflict = judge_conflict(answer)
+    # the answer is normalised and tokenised once; every judge of it reads this analysis
+    answer = Answer(normalize(parsed.answer))
+    abstained = answer.abstained
+    conflict = answer.conflict
     ctx = prepare_context(item.context)
     question = normalize_cached(item.question)
     grounding = judge_grounding(parsed.proof, ctx, parsed.proof_cut, question)
-    claims = unsupported_claims(answer, ctx, question) if answer else []
+    claims = unsupported_claims(answer, ctx, question) if answer.norm else []
     supported = judge_answer_support(answer, ctx, question) and not claims
     on_topic = abstained and judge_on_topic(answer, question)
     if t == "answerable":

@@ -134,3 +134,36 @@ def test_many_quotes_against_a_large_context_are_scored(tmp_path):
     a, b = json.loads(out)["items"]
     assert a["flags"]["grounded"] and not a["flags"]["hallucination"]
     assert not b["flags"]["grounded"] and b["flags"]["hallucination"]  # a number swapped in one quote
+
+
+def test_jobs_give_the_same_output_as_one_process(tmp_path, monkeypatch):
+    """--jobs N scores chunks in N worker processes and collects them in file order: the JSON,
+    the table, the messages about bad lines (with their line numbers) and the exit status are
+    those of --jobs 1, over many chunks."""
+    import rewards.cli as cli
+
+    monkeypatch.setattr(cli, "CHUNK_LINES", 3)  # many chunks from a small file (workers are forked)
+    items = generate_items(12, seed=7)
+    lines = []
+    for k, it in enumerate(items):
+        lines.append(_rec(it) if k % 3 else _rec(it, response="<think>t</think><proof></proof><answer>no idea</answer>"))
+        if k in (2, 7):
+            lines += ["{oops", "", json.dumps({"context": "c"})]
+    f = _write(tmp_path, lines)
+    for mode in (["--json"], []):
+        rc1, out1, err1 = run(["score", str(f), *mode])
+        assert rc1 == 1 and err1.count("invalid JSON") == 2
+        for jobs in ("2", "3", "0"):
+            rc, out, err = run(["score", str(f), *mode, "--jobs", jobs])
+            assert (rc, out, err) == (rc1, out1, err1), jobs
+    doc = json.loads(run(["score", str(f), "--json", "--jobs", "2"])[1])
+    assert [x["id"] for x in doc["items"]] == [it.id for it in items]
+
+
+def test_bad_jobs_values_are_usage_errors(tmp_path):
+    it = generate_items(1, seed=2)[0]
+    f = _write(tmp_path, [_rec(it)])
+    for bad, words in (("-2", "cannot be negative"), ("two", "whole number"), ("1.5", "whole number"), ("100000", "at most")):
+        rc, out, err = run(["score", str(f), "--jobs", bad])
+        assert rc == 2 and out == "" and words in err and "Traceback" not in err, (bad, err)
+        assert len(err.strip().splitlines()) == 1

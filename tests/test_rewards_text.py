@@ -114,3 +114,51 @@ def test_keyword_prefilters_are_necessary_conditions():
                 matched += 1
                 assert any(k in t for k in keys), (rx.pattern[:60], t)
     assert matched > 300  # the corpus exercises the patterns
+
+
+def _reference_normalize(text):
+    """The normal form as plain passes over the whole text (the implementation before the
+    per-character-set fast paths), to check normalize against."""
+    import re
+    import unicodedata
+
+    from rewards import text as T
+
+    if not text:
+        return ""
+    text = re.sub("[⁰¹²³⁴⁵⁶⁷⁸⁹]+", lambda m: "^" + m.group(0).translate(T._SUPERSCRIPTS), text)
+    text = re.sub("[" + re.escape("".join(T._SPECIAL)) + "]", lambda m: T._SPECIAL[m.group(0)], text)
+    if not unicodedata.is_normalized("NFKC", text):
+        text = unicodedata.normalize("NFKC", text)
+        text = re.sub("[" + T._DASHES + "]", "-", text)
+        text = re.sub("[" + re.escape(T._QUOTES) + "]", "", text)
+    text = " ".join(text.casefold().split())
+    text = text.replace(" %", "%")
+    for ch in T._SYMBOLS:
+        text = text.replace(" " + ch, ch).replace(ch + " ", ch)
+    return re.sub(r"([^\W\d_])\^(\d)", r"\1\2", text)
+
+
+def test_normalize_matches_the_plain_passes_on_random_text():
+    import random
+
+    from rewards.text import normalize
+
+    alphabet = list("aZk9 0.,%/^-'\"`\t\n\x1c\x00") + list(
+        "⁰¹²³⁹²µμαΑßΣİ≥≤≈×…–—‑\u00a0\u202f\u2028\u0085\u200b’“”«»＂＇ｆ①ﬁ\u0301é\ufffd\ud800"
+    )
+    rng = random.Random(11)
+    for _ in range(20000):
+        t = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 24)))
+        assert normalize(t) == _reference_normalize(t), repr(t)
+
+
+def test_tokens_match_the_word_regex_on_random_non_ascii_text():
+    import random
+    import re
+
+    alphabet = list("ab9_ .-/") + list("μαΑß≥≈①²٣é\u0301\u00a0\u2028\ufffd\ud800–")
+    rng = random.Random(12)
+    for _ in range(20000):
+        t = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 16)))
+        assert tokens(t) == re.findall(r"\w+", t), repr(t)
