@@ -196,7 +196,8 @@ def _cli(*args):
 def test_the_readme_loop_reproduces_the_cli_exactly(tmp_path, kind, start):
     trace = tmp_path / "t.jsonl"
     write_replay(trace, kind, 3, steps=260)  # long enough for every budget of the cpu profile
-    sets = ["--set", "phases.medium.max_steps=150", "--set", "phases.soft.max_steps=60"]
+    sets = ["--set", "phases.medium.max_steps=150", "--set", "phases.soft.max_steps=60",
+            "--set", "phases.recovery.max_steps=80"]  # the trace outlasts every budget
     rd = tmp_path / "run"
     res = _cli("-m", "curriculum.cli", "run", "examples/dipg.toml", "--replay", str(trace), "--start-phase", start,
                *sets, "--run-dir", str(rd), "--no-progress")
