@@ -702,13 +702,16 @@ def paired_diff_interval(pairs: list[tuple[int, int]]) -> Interval:
     return Interval(d, max(-1.0, lo), min(1.0, hi))
 
 
-def change_interval(run: RunData, base: PhaseVisit, final: PhaseVisit, key: str) -> tuple[Interval, bool] | None:
+def change_interval(run: RunData, base: PhaseVisit, final: PhaseVisit, key: str,
+                    rows: tuple[list[dict[str, Any]] | None, list[dict[str, Any]] | None] | None = None,
+                    ) -> tuple[Interval, bool] | None:
     """(final - base for an eval rate, paired?): the paired interval when both evaluations wrote
-    per-item rows for the same items, else Newcombe's interval for two independent rates."""
+    per-item rows for the same items, else Newcombe's interval for two independent rates.
+    ``rows``: the two evaluations' rows already read (``eval_samples``), for several keys."""
     a, b = base.eval_interval(key), final.eval_interval(key)
     if a is None or b is None:
         return None
-    rows_a, rows_b = eval_samples(run, base), eval_samples(run, final)
+    rows_a, rows_b = rows if rows is not None else (eval_samples(run, base), eval_samples(run, final))
     pairs = _paired_outcomes(rows_a, rows_b, key) if rows_a is not None and rows_b is not None else None
     if pairs is not None:
         return paired_diff_interval(pairs), True

@@ -16,6 +16,7 @@ from curriculum.report.load import (
     _diff_interval,
     _finite,
     change_interval,
+    eval_samples,
     _int_or_none,
     _num,
 )
@@ -157,8 +158,9 @@ def _changes(run: RunData, base: PhaseVisit, final: PhaseVisit, keys: Sequence[s
     """(key, start, end, change, paired?, change as if independent) for each rate both
     evaluations have: the change's interval is the paired one when both evaluations wrote
     per-item rows for the same items (RUN_DIR/evals/), else Newcombe's for independent rates."""
+    rows = (eval_samples(run, base), eval_samples(run, final))  # read once for every key
     for key in keys:
-        got = change_interval(run, base, final, key)
+        got = change_interval(run, base, final, key, rows)
         if got is not None:
             a, b = base.eval_interval(key), final.eval_interval(key)
             yield key, a, b, got[0], got[1], _diff_interval(a, b)

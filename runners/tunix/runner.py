@@ -449,10 +449,12 @@ class TunixRunner(SftHalf, GrpoHalf):
         texts = self.generate(rep_prompts, ev.max_new_tokens, temperature=temperature, seed=self.seed + 104729)
         rdef = self._reward_def()
         columns = datamod.columns_of(rep_items)
+        rc = None  # the per-completion call, made once: the generic metrics and the rows share it
         if rdef.evaluate is not None:
             agg = rdef.evaluate(texts, columns, preset)
         else:
-            agg = rewarding.generic_evaluate(rdef, rewarding.call(rdef, rep_prompts, texts, preset, columns))
+            rc = rewarding.call(rdef, rep_prompts, texts, preset, columns)
+            agg = rewarding.generic_evaluate(rdef, rc)
         out: dict[str, float] = {}
         for name, mt in agg.items():
             out[name] = float(mt.value)
@@ -461,7 +463,7 @@ class TunixRunner(SftHalf, GrpoHalf):
         out["n_items"] = float(len(items))
         self.last_eval_texts = texts
         if self.ctx is not None and self.ctx.process_index == 0:
-            self._write_eval_samples(rdef, rep_items, rep_prompts, texts, preset, columns)
+            self._write_eval_samples(rep_items, texts, rc or rewarding.call(rdef, rep_prompts, texts, preset, columns))
         log.info(
             "tunix_evaluated",
             phase=phase.name if phase else None,
@@ -473,16 +475,14 @@ class TunixRunner(SftHalf, GrpoHalf):
         )
         return out
 
-    def _write_eval_samples(self, rdef, items, prompts, texts, preset, columns) -> None:
+    def _write_eval_samples(self, items, texts, rc) -> None:
         """RUN_DIR/evals/step-NNNNNNN-PHASE.jsonl: every evaluated response with its item id, its
-        reward and outcomes under the evaluation preset (written whole, atomically; a rerun of the
-        same evaluation after a resume replaces it)."""
-        from curriculum import rewarding
+        reward and outcomes under the evaluation preset (``rc``; written whole, atomically; a
+        rerun of the same evaluation after a resume replaces it)."""
         from curriculum.state import atomic_write_text
 
         from runners.datasets import as_example
 
-        rc = rewarding.call(rdef, prompts, texts, preset, columns)
         lines = []
         for i, (it, text) in enumerate(zip(items, texts)):
             ex = as_example(it)
