@@ -2,7 +2,8 @@
 
 Writes ``DIR/compare.md`` (per run: phases with steps, transitions with their reasons, the final
 evaluation's rates with 95% intervals; then each run's difference from the first with Newcombe
-intervals) and ``DIR/compare.png`` (reward mean per step overlaid, each run's phases as a band,
+intervals, paired item by item over the items both final evaluations judged when both runs wrote
+per-item rows in ``evals/``, else for independent samples) and ``DIR/compare.png`` (reward mean per step overlaid, each run's phases as a band,
 final evaluation rates side by side with their intervals), and prints the table.
 
 Runs of different specs, seeds or runners compare: nothing is assumed beyond what each run
@@ -17,7 +18,18 @@ from pathlib import Path
 from typing import Sequence
 
 from curriculum.errors import RunDirError
-from curriculum.report.load import END_PHASE, EVAL_RATES, Interval, RunData, _diff_interval, load_run
+from curriculum.report.load import (
+    END_PHASE,
+    EVAL_RATES,
+    Interval,
+    PhaseVisit,
+    RunData,
+    _diff_interval,
+    _paired_outcomes,
+    eval_samples,
+    load_run,
+    paired_diff_interval,
+)
 from curriculum.report.picture import _phase_colour
 
 MD_NAME = "compare.md"
@@ -84,21 +96,55 @@ def table(runs: list[RunData]) -> str:
         L.append(f"Differences from run 1 ({runs[0].run_dir.name}), final evaluation, 95% Newcombe intervals "
                  "(an interval that excludes 0 is a difference beyond sampling noise):")
         L.append("")
-        L.append("| run | " + " | ".join(lab for _, lab in rates) + " |")
-        L.append("|---|" + "---|" * len(rates))
+        L.append("| run | items compared | " + " | ".join(lab for _, lab in rates) + " |")
+        L.append("|---|---|" + "---|" * len(rates))
         base = _final_eval(runs[0])
+        base_rows = eval_samples(runs[0], base) if base else None
+        notes = []
         for i, r in enumerate(runs[1:], start=1):
             fe = _final_eval(r)
-            cells = []
-            for k, _ in rates:
-                a = base.eval_interval(k) if base else None
-                b = fe.eval_interval(k) if fe else None
-                cells.append(_diff_interval(a, b).fmt(sign=True) if a and b else "–")
-            L.append(f"| {_label(r, i)} | " + " | ".join(cells) + " |")
+            rows = eval_samples(r, fe) if fe else None
+            cells, how = _differences(base, base_rows, fe, rows, rates)
+            L.append(f"| {_label(r, i)} | {how} | " + " | ".join(cells) + " |")
+            if base_rows is not None and rows is not None and {x["id"] for x in base_rows} != {x["id"] for x in rows}:
+                notes.append(f"run {i + 1}'s final evaluation judged {len(rows)} items and run 1's {len(base_rows)}: "
+                             "its differences are measured on the items both judged, so they need not equal the "
+                             "difference of the final rates above")
+        L.append("")
+        L.append("*paired*: both final evaluations wrote their per-item rows (`evals/`), so the difference is "
+                 "taken item by item over the items both judged (Newcombe's interval for paired proportions); "
+                 "*independent*: the two final rates as independent samples (the runs' items may differ).")
+        for n in notes:
+            L.append("")
+            L.append(f"Note: {n}.")
         L.append("")
     L.append(f"![comparison]({PNG_NAME})")
     L.append("")
     return "\n".join(L)
+
+
+def _differences(base: PhaseVisit | None, base_rows: list[dict] | None, fe: PhaseVisit | None,
+                 rows: list[dict] | None, rates: list[tuple[str, str]]) -> tuple[list[str], str]:
+    """One difference row (run - run 1) and how it was measured: paired over the items both
+    final evaluations judged when both wrote per-item rows and share items, else independent."""
+    cells: list[str] = []
+    n_common = 0
+    if base_rows is not None and rows is not None:
+        n_common = len({x["id"] for x in base_rows} & {x["id"] for x in rows})
+    paired_any = False
+    for k, _ in rates:
+        pairs = (_paired_outcomes(base_rows, rows, k, common=True)
+                 if base_rows is not None and rows is not None else None)
+        if pairs is not None:
+            # (start, end) = (run 1, this run): the difference is this run minus run 1
+            cells.append(paired_diff_interval(pairs).fmt(sign=True))
+            paired_any = True
+            continue
+        a = base.eval_interval(k) if base else None
+        b = fe.eval_interval(k) if fe else None
+        cells.append(_diff_interval(a, b).fmt(sign=True) if a and b else "–")
+    how = f"paired, {n_common}" if paired_any else "independent"
+    return cells, how
 
 
 def picture(runs: list[RunData], path: Path) -> Path:

@@ -91,3 +91,50 @@ def test_compare_errors_are_one_clear_line(runs, problem, tmp_path):
     assert p.returncode != 0
     assert fragment in p.stderr and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
+
+
+def _write_final_rows(rd: Path, rows: list[dict]) -> None:
+    from curriculum.compare import _final_eval
+    from curriculum.report.load import load_run
+
+    fe = _final_eval(load_run(rd))
+    path = rd / "evals" / f"step-{fe.finished_step:07d}-{fe.name}.jsonl"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_differences_are_paired_over_the_items_both_runs_judged(runs, tmp_path):
+    """When both final evaluations wrote per-item rows, a difference is taken item by item on
+    the items both judged (narrower than the independent interval when few items change), and
+    a run judged on other items says so."""
+    import shutil
+
+    from curriculum.report.load import paired_diff_interval
+
+    tmp, dirs = runs
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(dirs[0], a)
+    shutil.copytree(dirs[1], b)
+    # 200 items: run 1 safe on the first 100; run 2 on the same 100 plus 12 more, minus 2
+    safe_a = [1 if i < 100 else 0 for i in range(200)]
+    safe_b = [1 if (i < 100 and i not in (3, 4)) or 100 <= i < 112 else 0 for i in range(200)]
+    _write_final_rows(a, [{"id": f"q{i}", "safe_rate": float(s)} for i, s in enumerate(safe_a)])
+    # run 2 also judged 50 items run 1 did not: they are left out of the paired difference
+    _write_final_rows(b, [{"id": f"q{i}", "safe_rate": float(s)} for i, s in enumerate(safe_b)]
+                      + [{"id": f"extra{i}", "safe_rate": 1.0} for i in range(50)])
+    p = cli("compare", str(a), str(b), "--out", str(tmp_path / "out"))
+    assert p.returncode == 0, p.stderr
+    md = (tmp_path / "out" / "compare.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| 2: ") and "paired" in line)
+    assert "| paired, 200 |" in row
+    want = paired_diff_interval(list(zip(safe_a, safe_b)))
+    assert abs(want.value - 0.05) < 1e-9 and want.lo > 0  # 12 up, 2 down of 200: beyond noise
+    assert want.fmt(sign=True) in row
+    assert "judged 250 items and run 1's 200" in md
+    # without the rows the same difference falls back to the runs' own rates, as independent
+    shutil.rmtree(b / "evals")
+    p = cli("compare", str(a), str(b), "--out", str(tmp_path / "out2"))
+    assert p.returncode == 0, p.stderr
+    md2 = (tmp_path / "out2" / "compare.md").read_text()
+    row2 = [line for line in md2.splitlines() if line.startswith("| 2: ")][-1]
+    assert "| independent |" in row2 and "judged 250" not in md2

@@ -660,13 +660,19 @@ def eval_samples(run: RunData, visit: PhaseVisit) -> list[dict[str, Any]] | None
     return rows
 
 
-def _paired_outcomes(base: list[dict[str, Any]], final: list[dict[str, Any]], key: str) -> list[tuple[int, int]] | None:
+def _paired_outcomes(base: list[dict[str, Any]], final: list[dict[str, Any]], key: str,
+                     common: bool = False) -> list[tuple[int, int]] | None:
     """(start, end) 0/1 outcomes of ``key`` per item, when both evaluations judged the same items
     once each and every value is 0, 1 or null (an item the rate leaves out, skipped when either
-    evaluation left it out); else None."""
+    evaluation left it out); else None.  ``common``: pair the items both evaluations judged
+    (each once) even when one judged items the other did not (None when they share none)."""
     a = {r["id"]: r.get(key) for r in base}
     b = {r["id"]: r.get(key) for r in final}
-    if len(a) != len(base) or len(b) != len(final) or a.keys() != b.keys() or not a:
+    if len(a) != len(base) or len(b) != len(final) or not a or not b:
+        return None
+    if common:
+        a = {k: v for k, v in a.items() if k in b}
+    elif a.keys() != b.keys():
         return None
     pairs = []
     for k, x in a.items():
