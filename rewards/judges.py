@@ -78,8 +78,19 @@ EVIDENCE_MIN_TERMS = 3
 
 
 def _is_informative(span_norm: str, toks: list[str], ctx: NormContext, q_terms: frozenset[str]) -> bool:
-    terms = content_terms(span_norm)
-    n = len(terms) + sum(1 for t in toks if any(ch.isdigit() for ch in t))
+    # content_terms(span_norm), from the span's tokens (``toks`` is tokens(span_norm)), built
+    # only until it is known to hold EVIDENCE_MIN_TERMS terms (then the span is informative)
+    get = _STEMS.get
+    terms: set[str] = set()
+    for t in toks:
+        if t in STOPWORDS or t.isdigit():
+            continue
+        terms.add(get(t) or _stem(t))
+        if len(terms) >= EVIDENCE_MIN_TERMS:
+            return True
+    n = len(terms)
+    # tokens holding a digit (an alphabetic token holds none: the common case, one C call)
+    n += sum(1 for t in toks if not t.isalpha() and any(ch.isdigit() for ch in t))
     if n >= EVIDENCE_MIN_TERMS or (n == 2 and not q_terms.isdisjoint(terms)):
         return True
     return frozenset(toks) in ctx.sentences
