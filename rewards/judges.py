@@ -78,8 +78,19 @@ EVIDENCE_MIN_TERMS = 3
 
 
 def _is_informative(span_norm: str, toks: list[str], ctx: NormContext, q_terms: frozenset[str]) -> bool:
-    terms = content_terms(span_norm)
-    n = len(terms) + sum(1 for t in toks if any(ch.isdigit() for ch in t))
+    # content_terms(span_norm), from the span's tokens (``toks`` is tokens(span_norm)), built
+    # only until it is known to hold EVIDENCE_MIN_TERMS terms (then the span is informative)
+    get = _STEMS.get
+    terms: set[str] = set()
+    for t in toks:
+        if t in STOPWORDS or t.isdigit():
+            continue
+        terms.add(get(t) or _stem(t))
+        if len(terms) >= EVIDENCE_MIN_TERMS:
+            return True
+    n = len(terms)
+    # tokens holding a digit (an alphabetic token holds none: the common case, one C call)
+    n += sum(1 for t in toks if not t.isalpha() and any(ch.isdigit() for ch in t))
     if n >= EVIDENCE_MIN_TERMS or (n == 2 and not q_terms.isdisjoint(terms)):
         return True
     return frozenset(toks) in ctx.sentences
@@ -306,6 +317,8 @@ def span_in_context(span_norm: str, ctx: NormContext, toks: list[str] | None = N
 
 _QMARK = "\x01"  # stands for a double quote while the whole proof is normalised at once
 _NLMARK = "\x02"  # stands for a line break
+#: what a line holding no evidence is made of (besides the line breaks between lines)
+_NOT_SEGMENT = " \t.,;:-()[]" + _NLMARK
 
 
 def split_proof_normalized(proof: str) -> tuple[list[str], list[str]]:
@@ -330,6 +343,8 @@ def split_proof_normalized(proof: str) -> tuple[list[str], list[str]]:
                 quoted.append(f)
     segments: list[str] = []
     for outside in parts[0::2]:
+        if not outside.strip(_NOT_SEGMENT):
+            continue  # (every line of it is only spaces, tabs and ``.,;:-()[]``: no segment)
         for line in outside.split(_NLMARK):
             if _may_be_bullet(line):
                 m = _BULLET_RE.match(line)  # (anchored at the start: one match at most, as sub)
@@ -550,7 +565,7 @@ class Answer:
     def abstained(self) -> bool:
         """:func:`judge_abstention` of the answer."""
         if self._abstained is None:
-            self._abstained = _any_pattern(self.norm, _ABSTAIN_PAIRS)
+            self._abstained = _any_anchored(self.norm, _ABSTAIN_TABLE)
         return self._abstained
 
     @property
@@ -874,6 +889,31 @@ _REFUSAL_KEYS = (
 _ABSTAIN_PAIRS = tuple(zip(_ABSTAIN_KEYS, _ABSTAIN_RES))
 _REFUSAL_PAIRS = tuple(zip(_REFUSAL_KEYS, _REFUSAL_RES))
 
+#: Substrings shared by many keywords: a keyword holding one is tested only when the text holds
+#: it (``k in text`` implies ``a in text`` for a substring ``a`` of ``k``), and each is tested
+#: at most once per text, so a typical answer needs half the substring scans.
+_KEY_ANCHORS = ("not", "no ", "enough", "sufficient", "speak ", "talk ")
+
+
+def _anchored(pairs):
+    """``pairs`` as (keywords without an anchor, ((anchor, its keywords), ...), pattern)."""
+    out = []
+    for keys, rx in pairs:
+        free: list[str] = []
+        by_anchor: dict[str, list[str]] = {}
+        for k in keys:
+            a = next((a for a in _KEY_ANCHORS if a in k and a != k), None)
+            if a is None:
+                free.append(k)
+            else:
+                by_anchor.setdefault(a, []).append(k)
+        out.append((tuple(free), tuple((a, tuple(ks)) for a, ks in by_anchor.items()), rx))
+    return tuple(out)
+
+
+_ABSTAIN_TABLE = _anchored(_ABSTAIN_PAIRS)
+_REFUSAL_TABLE = _anchored(_REFUSAL_PAIRS)
+
 
 def _has_any(text: str, keys: tuple[str, ...]) -> bool:
     for k in keys:
@@ -894,10 +934,36 @@ def _any_pattern(text: str, pairs: tuple[tuple[tuple[str, ...], re.Pattern[str]]
     return False
 
 
+def _any_anchored(text: str, table) -> bool:
+    """``_any_pattern(text, pairs)`` for ``table = _anchored(pairs)`` (the same answer)."""
+    seen: dict[str, bool] = {}
+    for free, anchored, r in table:
+        hit = False
+        for k in free:
+            if k in text:
+                hit = True
+                break
+        if not hit:
+            for a, keys in anchored:
+                has = seen.get(a)
+                if has is None:
+                    has = seen[a] = a in text
+                if has:
+                    for k in keys:
+                        if k in text:
+                            hit = True
+                            break
+                    if hit:
+                        break
+        if hit and r.search(text) is not None:
+            return True
+    return False
+
+
 @lru_cache(maxsize=2 * _SCORE_MEMO)  # keyed by the text alone (hashing the pattern table costs more)
 def judge_abstention(answer_norm: str) -> bool:
     """The answer says the context does not contain what was asked (phrase family in docs)."""
-    return _any_pattern(answer_norm, _ABSTAIN_PAIRS)
+    return _any_anchored(answer_norm, _ABSTAIN_TABLE)
 
 
 def judge_on_topic(answer_norm: "str | Answer", question_norm: str) -> bool:
@@ -946,7 +1012,7 @@ def _conflict_reported(answer_norm: str) -> bool:
 @lru_cache(maxsize=2 * _SCORE_MEMO)
 def has_refusal_boilerplate(answer_norm: str) -> bool:
     """Refusal boilerplate anywhere in the text (see :func:`judge_refusal`)."""
-    return _any_pattern(answer_norm, _REFUSAL_PAIRS)
+    return _any_anchored(answer_norm, _REFUSAL_TABLE)
 
 
 #: A canned refusal is short: longer answers are never treated as one.
@@ -1060,19 +1126,31 @@ def _direction(tok: str) -> str | None:
     return d
 
 
+#: tokens known to be no direction word (filled by _directions; bounded as _DIRECTION_CACHE)
+_NOT_DIRECTION: set[str] = set()
+
+
 def _directions(toks: list[str] | tuple[str, ...]) -> list[tuple[int, str]]:
     """(position, direction) of each direction word not negated by one of the 3 words before."""
-    out = []
-    known = _DIRECTION_CACHE  # token -> direction or None, filled by _direction
-    for i, t in enumerate(toks):
-        d = known.get(t, "")
+    # the distinct tokens not known to be plain words, found by one set difference: usually
+    # none or a few, so the positions are scanned only when a direction word is present
+    cand = set(toks) - _NOT_DIRECTION
+    if not cand:
+        return []
+    found = {}
+    for t in cand:
+        d = _direction(t)
         if d is None:
-            continue
-        if d == "":
-            d = _direction(t)
-            if d is None:
-                continue
-        if _NEG_CUES.isdisjoint(toks[max(0, i - 3) : i]):
+            if len(_NOT_DIRECTION) < 100_000:
+                _NOT_DIRECTION.add(t)
+        else:
+            found[t] = d
+    if not found:
+        return []
+    out = []
+    for i, t in enumerate(toks):
+        d = found.get(t)
+        if d is not None and _NEG_CUES.isdisjoint(toks[max(0, i - 3) : i]):
             out.append((i, d))
     return out
 

@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 
 _TAGS = tuple((f"<{n}>", n) for n in ("think", "/think", "proof", "/proof", "answer", "/answer"))
+#: what follows the "<" of each tag -> its index in _TAGS
+_TAG_INDEX = {tag[1:]: k for k, (tag, _) in enumerate(_TAGS)}
 
 #: Responses longer than this are format errors without being parsed (a runaway generation).
 MAX_RESPONSE_CHARS = 1_000_000
@@ -39,14 +41,25 @@ def parse_response(text: str) -> Parsed:
         return Parsed(False, error="not_text")
     if len(text) > MAX_RESPONSE_CHARS:
         return Parsed(False, error="too_long")
+    # every tag starts with "<": one split of the text finds them all (12 substring scans of
+    # the whole text before: a find per tag and one more for a duplicate)
+    starts: list[list[int]] = [[], [], [], [], [], []]
+    pieces = text.split("<")
+    pos = len(pieces[0])  # index of the "<" before the current piece
+    for piece in pieces[1:]:
+        j = piece.find(">", 0, 8)
+        if j > 0:
+            k = _TAG_INDEX.get(piece[: j + 1])
+            if k is not None:
+                starts[k].append(pos)
+        pos += len(piece) + 1
     found = []
-    for tag, name in _TAGS:
-        i = text.find(tag)
-        if i < 0:
+    for (tag, name), at in zip(_TAGS, starts):
+        if not at:
             return Parsed(False, error=f"missing_tag:{name}")
-        if text.find(tag, i + 1) >= 0:
+        if len(at) > 1:
             return Parsed(False, error=f"duplicate_tag:{name}")
-        found.append((i, i + len(tag)))
+        found.append((at[0], at[0] + len(tag)))
     if not (found[0][0] < found[1][0] < found[2][0] < found[3][0] < found[4][0] < found[5][0]):
         return Parsed(False, error="out_of_order")
     (s0, e0), (s1, e1), (s2, e2), (s3, e3), (s4, e4), (s5, e5) = found

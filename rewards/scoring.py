@@ -122,8 +122,10 @@ def _reference_abstains(expected: str) -> bool:
     return reference_declines(_expected_norm(expected))
 
 
-def _judge_content(parsed: Parsed, item: Item) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Content judgements of a response's proof and answer (well formed or best-effort)."""
+def _judge_content(parsed: Parsed, item: Item, refusal: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Content judgements of a response's proof and answer (well formed or best-effort).
+    ``refusal``: judge whether the answer is a canned refusal (a malformed response's refusal
+    flag is judged on its raw text instead, so the scorer asks for this only when well formed)."""
     t = item.type
     # the answer is normalised and tokenised once; every judge of it reads this analysis
     answer = Answer(normalize(parsed.answer))
@@ -145,7 +147,7 @@ def _judge_content(parsed: Parsed, item: Item) -> tuple[dict[str, Any], dict[str
     status = grounding.status
     c = dict(
         status=status, supported=supported, correct=correct, abstained=abstained, conflict=conflict,
-        consistent=consistent, refusal=judge_refusal(answer, abstained, conflict),
+        consistent=consistent, refusal=refusal and judge_refusal(answer, abstained, conflict),
     )
     detail: dict[str, Any] = {"trace": status}
     if grounding.bad_spans:
@@ -193,7 +195,7 @@ def score(response: str, item: Item, preset: Mapping[str, float]) -> Verdict:
         detail: dict[str, Any] = {"format_error": parsed.error, "judged": False}
         lenient = parse_lenient(response, parsed)
         if lenient.proof or lenient.answer:
-            c, d = _judge_content(lenient, item)
+            c, d = _judge_content(lenient, item, refusal=False)  # (c["refusal"] is not read here)
             detail.update(d, judged=True)
             flags.update(
                 grounded=c["status"] == "verified",

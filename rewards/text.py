@@ -118,6 +118,9 @@ _SPECIAL = {**{c: "-" for c in _DASHES}, **{c: "" for c in _QUOTES}, **{c: " " f
 _SUPER_CHARS = frozenset("⁰¹²³⁴⁵⁶⁷⁸⁹")
 _DASH_QUOTE = {c: r for c, r in _SPECIAL.items() if c in _DASHES or c in _QUOTES}
 _ASCII_BYTES = bytes(range(128))
+#: the non-ASCII characters ``normalize`` replaces before NFKC (by ASCII text, but the micro sign)
+_REPLACED = _SUPER_CHARS | frozenset(_SPECIAL)
+_DASH_QUOTE_CHARS = frozenset(_DASH_QUOTE)
 
 
 def _non_ascii_chars(text: str) -> set[str]:
@@ -164,18 +167,24 @@ def normalize(text: str) -> str:
             text = text.replace(ch, _SPECIAL[ch])
         if '"' in text or "'" in text or "`" in text:  # (the ASCII quotes: not in ``found``)
             text = text.replace('"', "").replace("'", "").replace("`", "")
+        # the non-ASCII characters left: those found, less the ones replaced by ASCII text (the
+        # micro sign became the Greek mu); recomputed only after NFKC
+        rest = found - _REPLACED
+        if "\u00b5" in found:
+            rest.add("\u03bc")
         if not text.isascii() and not unicodedata.is_normalized("NFKC", text):
             # the dash and quote replacements only when NFKC changed something (every dash
             # and quote it could leave was replaced above)
             text = unicodedata.normalize("NFKC", text)
-            for ch in _non_ascii_chars(text).intersection(_DASH_QUOTE):
+            rest = _non_ascii_chars(text)
+            for ch in rest.intersection(_DASH_QUOTE):
                 text = text.replace(ch, _DASH_QUOTE[ch])
+            rest -= _DASH_QUOTE_CHARS
             if '"' in text or "'" in text or "`" in text:
                 text = text.replace('"', "").replace("'", "").replace("`", "")
         if text.isascii():
             text = _collapse_ascii_spaces(text.casefold())
         else:
-            rest = _non_ascii_chars(text)
             if all(c.casefold() == c for c in rest):
                 # only the ASCII letters change: lowered as UTF-8 bytes (multi-byte sequences
                 # hold no ASCII byte), the same as casefold and several times faster

@@ -62,3 +62,47 @@ def test_extract_answer():
     assert extract_answer("  plain reference ") == "plain reference"
     assert extract_answer("<answer>unterminated") == "unterminated"
     assert extract_answer("") == ""
+
+
+def _reference_parse(text):
+    """parse_response as it was written before the single split (a find per tag)."""
+    from rewards.parse import _TAGS, Parsed
+
+    found = []
+    for tag, name in _TAGS:
+        i = text.find(tag)
+        if i < 0:
+            return Parsed(False, error=f"missing_tag:{name}")
+        if text.find(tag, i + 1) >= 0:
+            return Parsed(False, error=f"duplicate_tag:{name}")
+        found.append((i, i + len(tag)))
+    if not (found[0][0] < found[1][0] < found[2][0] < found[3][0] < found[4][0] < found[5][0]):
+        return Parsed(False, error="out_of_order")
+    (s0, e0), (s1, e1), (s2, e2), (s3, e3), (s4, e4), (s5, e5) = found
+    if any(part.strip() for part in (text[:s0], text[e1:s2], text[e3:s4], text[e5:])):
+        return Parsed(False, error="text_outside_tags")
+    answer = text[e4:s5].strip()
+    if not answer:
+        return Parsed(False, error="empty_answer")
+    return Parsed(True, think=text[e0:s1].strip(), proof=text[e2:s3].strip(), answer=answer)
+
+
+def test_tags_found_by_one_split_as_by_finds():
+    import random
+
+    from rewards.parse import parse_response
+
+    bits = ["<think>", "</think>", "<proof>", "</proof>", "<answer>", "</answer>", "<", ">", "<<", "<think", "think>",
+            "</answer", "<Answer>", "< proof>", "x", " ", "\n", "a < b", "5>3", "<answer><", "</proof>>"]
+    rng = random.Random(7)
+    for _ in range(30000):
+        if rng.random() < 0.5:
+            parts = ["<think>", "t", "</think>", "<proof>", "p", "</proof>", "<answer>", "a", "</answer>"]
+            for _ in range(rng.randint(0, 3)):
+                parts.insert(rng.randint(0, len(parts)), rng.choice(bits))
+            if rng.random() < 0.3:
+                del parts[rng.randrange(len(parts))]
+        else:
+            parts = [rng.choice(bits) for _ in range(rng.randint(0, 12))]
+        text = "".join(parts)
+        assert parse_response(text) == _reference_parse(text), text
