@@ -1,7 +1,7 @@
 """Does the adaptive curriculum pay off?  Arms from one SFT checkpoint, several seeds, same GRPO steps.
 
     python bench/study.py                                  # CPU default: 3 arms x 3 seeds, Tunix
-    python bench/study.py --seeds 1 2 3 4 5 --grpo-steps 90
+    python bench/study.py --seeds 1 2 3 4 5 --grpo-steps 400
     python bench/study.py --sft-run runs/my-sft            # start from an SFT run already made
     python bench/study.py --ray auto --ray-workers 2       # each trial a Ray task (local cluster)
     python bench/study.py --ray 10.0.0.5:6379              # ... or on a running Ray cluster
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spec", default=str(ROOT / "examples" / "dipg.toml"))
     ap.add_argument("--profile", default=None, help="spec profile (default: the spec's default_profile)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    ap.add_argument("--grpo-steps", type=int, default=30, help="GRPO steps of every trial (default 30)")
+    ap.add_argument("--grpo-steps", type=int, default=200, help="GRPO steps of every trial (default 200)")
     ap.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {','.join(ARMS)}")
     ap.add_argument("--sft-run", help="branch from this run directory's checkpoint at the start of 'soft' "
                     "instead of training an SFT run first")
