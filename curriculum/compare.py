@@ -3,8 +3,9 @@
 Writes ``DIR/compare.md`` (per run: phases with steps, transitions with their reasons, the final
 evaluation's rates with 95% intervals; then each run's difference from the first with Newcombe
 intervals, paired item by item over the items both final evaluations judged when both runs wrote
-per-item rows in ``evals/``, else for independent samples) and ``DIR/compare.png`` (reward mean per step overlaid, each run's phases as a band,
-final evaluation rates side by side with their intervals), and prints the table.
+per-item rows in ``evals/``, else for independent samples) and ``DIR/compare.png`` (reward mean
+per step overlaid, each run's phases as a band, final evaluation rates side by side with their
+intervals), and prints the table.
 
 Runs of different specs, seeds or runners compare: nothing is assumed beyond what each run
 directory logged.  A directory that is not a run, or whose integrity check fails, is a one-line
@@ -104,9 +105,9 @@ def table(runs: list[RunData]) -> str:
         for i, r in enumerate(runs[1:], start=1):
             fe = _final_eval(r)
             rows = eval_samples(r, fe) if fe else None
-            cells, how = _differences(base, base_rows, fe, rows, rates)
+            cells, how, n_common = _differences(base, base_rows, fe, rows, rates)
             L.append(f"| {_label(r, i)} | {how} | " + " | ".join(cells) + " |")
-            if base_rows is not None and rows is not None and {x["id"] for x in base_rows} != {x["id"] for x in rows}:
+            if base_rows is not None and rows is not None and not len(base_rows) == len(rows) == n_common:
                 notes.append(f"run {i + 1}'s final evaluation judged {len(rows)} items and run 1's {len(base_rows)}: "
                              "its differences are measured on the items both judged, so they need not equal the "
                              "difference of the final rates above")
@@ -124,9 +125,10 @@ def table(runs: list[RunData]) -> str:
 
 
 def _differences(base: PhaseVisit | None, base_rows: list[dict] | None, fe: PhaseVisit | None,
-                 rows: list[dict] | None, rates: list[tuple[str, str]]) -> tuple[list[str], str]:
-    """One difference row (run - run 1) and how it was measured: paired over the items both
-    final evaluations judged when both wrote per-item rows and share items, else independent."""
+                 rows: list[dict] | None, rates: list[tuple[str, str]]) -> tuple[list[str], str, int]:
+    """One difference row (run - run 1), how it was measured (paired over the items both final
+    evaluations judged when both wrote per-item rows and share items, else independent) and the
+    number of items both judged."""
     cells: list[str] = []
     n_common = 0
     if base_rows is not None and rows is not None:
@@ -144,7 +146,7 @@ def _differences(base: PhaseVisit | None, base_rows: list[dict] | None, fe: Phas
         b = fe.eval_interval(k) if fe else None
         cells.append(_diff_interval(a, b).fmt(sign=True) if a and b else "–")
     how = f"paired, {n_common}" if paired_any else "independent"
-    return cells, how
+    return cells, how, n_common
 
 
 def picture(runs: list[RunData], path: Path) -> Path:
