@@ -59,6 +59,24 @@ def test_fresh_items_are_disjoint_and_leave_the_split_alone():
     assert [x.user for x in other["fresh"]] != [x.user for x in fresh]
 
 
+def test_fresh_eval_items_widen_the_eval_set_without_touching_training_or_fresh():
+    base = {"num_items": 300, "eval_items": 60, "fresh_items": 120}
+    sets0, ev0 = load_items(DataSection.model_validate(base), 42)
+    sets, ev = load_items(DataSection.model_validate({**base, "fresh_eval_items": 90}), 42)
+    # training, fresh and the split's held-out items are exactly as without; 90 more come after
+    assert [x.id for x in sets["default"]] == [x.id for x in sets0["default"]]
+    assert [x.id for x in sets["fresh"]] == [x.id for x in sets0["fresh"]]
+    assert [x.id for x in ev[:60]] == [x.id for x in ev0] and len(ev) == 150
+    more = ev[60:]
+    assert len({x.id for x in ev}) == 150
+    seen = {x.user for x in sets["default"] + sets["fresh"] + ev0}
+    assert not any(x.user in seen for x in more)
+    types = [x.columns["task_type"] for x in more]
+    assert {t: types.count(t) for t in set(types)} == {"answerable": 30, "abstain": 30, "conflict": 30}
+    with pytest.raises(ValueError, match="fresh_eval_items"):
+        DataSection.model_validate({"source": "jsonl", "path": "x.jsonl", "fresh_eval_items": 10})
+
+
 def test_a_phase_names_the_fresh_set_and_bad_uses_are_refused(tmp_path):
     p = tmp_path / "spec.toml"
     p.write_text(SPEC)

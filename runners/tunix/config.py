@@ -190,6 +190,10 @@ class DataSection(BaseModel):
     # policy has not been fine-tuned on, for GRPO phases that say train.data = "fresh"
     fresh_items: int = Field(default=0, ge=0)
     eval_items: int = Field(default=100, ge=1)  # held-out items (eval set)
+    # synthetic: this many more held-out items, generated apart from all the above (their own
+    # seed), appended to the eval set.  Widening the eval set this way keeps the training split
+    # (and so a shipped policy's SFT items) untouched, and narrows every evaluation's interval
+    fresh_eval_items: int = Field(default=0, ge=0)
     seed: int | None = None  # default: the run seed
     system_prompt: str | None = None  # None: "" for tiny, the rewards default instructions otherwise
     chat_template: Literal["gemma", "chatml", "plain"] | None = None  # None: by model family
@@ -207,6 +211,8 @@ class DataSection(BaseModel):
                 raise ValueError("fields: only for source = 'jsonl' (the DIPG sources have fixed columns)")
         if self.fresh_items and self.source != "synthetic":
             raise ValueError("fresh_items: only for source = 'synthetic' (with jsonl, declare [data.sets.NAME])")
+        if self.fresh_eval_items and self.source != "synthetic":
+            raise ValueError("fresh_eval_items: only for source = 'synthetic' (with jsonl, give eval_path)")
         _check_fields(self.fields)
         if "default" in self.sets:
             raise ValueError("sets.default: 'default' names the [data] table's own dataset; pick another name")

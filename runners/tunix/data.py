@@ -44,10 +44,13 @@ def load_items(d: DataSection, seed: int) -> tuple[dict[str, list[Any]], list[An
             sets["default"] = [it for i, it in enumerate(items) if i not in held]
         return sets, ev
     fresh = None
+    fresh_eval: list[Any] = []
     if d.source == "synthetic":
         items = rdata.generate_items(d.num_items + d.eval_items, seed=seed)
         if d.fresh_items:
             fresh = fresh_items(items, d.fresh_items, seed)
+        if d.fresh_eval_items:
+            fresh_eval = fresh_items(list(items) + list(fresh or []), d.fresh_eval_items, seed, salt=EVAL_SALT)
     else:
         items = rdata.load_sharegpt(d.path)
         if len(items) < 2:
@@ -57,10 +60,15 @@ def load_items(d: DataSection, seed: int) -> tuple[dict[str, list[Any]], list[An
     sets = {"default": [from_dipg(it) for it in train]}
     if fresh is not None:
         sets[FRESH_SET] = [from_dipg(it) for it in fresh]
-    return sets, [from_dipg(it) for it in ev]
+    return sets, [from_dipg(it) for it in list(ev) + fresh_eval]
 
 
-def fresh_items(existing: Sequence[Any], n: int, seed: int) -> list[Any]:
+#: the seed offsets of the items generated apart: GRPO prompts ("fresh") and more held-out items
+FRESH_SALT = 7_919
+EVAL_SALT = 104_729
+
+
+def fresh_items(existing: Sequence[Any], n: int, seed: int, salt: int = FRESH_SALT) -> list[Any]:
     """``n`` synthetic items generated apart from ``existing`` (the training and held-out items of
     the same seed): their own seed (so their own ids), no (context, question) pair in common,
     task types cycling as ``generate_items`` makes them.  The training/held-out split is not
@@ -71,7 +79,7 @@ def fresh_items(existing: Sequence[Any], n: int, seed: int) -> list[Any]:
     out: list[Any] = []
     k = n
     while len(out) < n:
-        gen = rdata.generate_items(n + k, seed=(int(seed) * 1_000_003 + 7_919) % (2**31))
+        gen = rdata.generate_items(n + k, seed=(int(seed) * 1_000_003 + salt) % (2**31))
         out = [it for it in gen if (it.context, it.question) not in seen][:n]
         k *= 2
     return out
