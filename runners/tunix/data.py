@@ -70,7 +70,8 @@ EVAL_SALT = 104_729
 
 def fresh_items(existing: Sequence[Any], n: int, seed: int, salt: int = FRESH_SALT) -> list[Any]:
     """``n`` synthetic items generated apart from ``existing`` (the training and held-out items of
-    the same seed): their own seed (so their own ids), no (context, question) pair in common,
+    the same seed, and for ``EVAL_SALT`` the fresh ones too): their own seed (``salt``, so their
+    own ids), no (context, question) pair in common,
     task types cycling as ``generate_items`` makes them.  The training/held-out split is not
     touched, so a policy fine-tuned on the training items has seen none of them."""
     from rewards import data as rdata
