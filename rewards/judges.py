@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 import re
+
+import ahocorasick
 from dataclasses import dataclass
 from functools import lru_cache
 
 from .parse import Parsed
-from .text import NormContext, has_variant_pair, merge_variant_names, normalize, numbers, tokens, split_top, unify_double_quotes, word_start
+from .text import NormContext, has_variant_pair, merge_variant_names, variant_pair_spans, normalize, numbers, tokens, split_top, unify_double_quotes, word_start
 
 def _fast(rx: re.Pattern[str]) -> re.Pattern[str]:
     """``rx`` with its leading word boundaries rewritten by :func:`rewards.text.word_start`
@@ -214,25 +216,22 @@ def _best_place(toks: list[str], ctx: NormContext, tris: list[str] | None = None
 def _may_be_near_verbatim(toks: list[str], ctx: NormContext, tris: list[str] | None = None) -> bool:
     """Necessary condition for the near-verbatim rule, without locating a place: the words
     covered by a trigram found *anywhere* in the context leave at most the allowed number of
-    uncovered words, and no longer uncovered run (one place covers no more than that)."""
+    uncovered words, and no longer uncovered run (one place covers no more than that).
+    (As bit masks: bit j = word j; a run longer than allowed is a set bit whose next
+    ``FUZZY_MAX_UNMATCHED_RUN`` bits are set too.)"""
     n = len(toks)
     tri = ctx.trigrams
-    cov = [False] * n
+    cov = 3  # a reworded opening of up to 2 words is allowed (see span_in_context)
     for i, t in enumerate(_trigrams(toks) if tris is None else tris):
         if t in tri:
-            cov[i] = cov[i + 1] = cov[i + 2] = True
-    cov[0] = cov[1] = True  # a reworded opening of up to 2 words is allowed (see span_in_context)
-    unmatched = run = 0
-    limit = int(n * FUZZY_MAX_UNMATCHED_FRACTION)
-    for c in cov:
-        if c:
-            run = 0
-        else:
-            unmatched += 1
-            run += 1
-            if run > FUZZY_MAX_UNMATCHED_RUN or unmatched > limit:
-                return False
-    return True
+            cov |= 7 << i
+    unc = ~cov & ((1 << n) - 1)
+    if unc.bit_count() > int(n * FUZZY_MAX_UNMATCHED_FRACTION):
+        return False
+    run = unc
+    for k in range(1, FUZZY_MAX_UNMATCHED_RUN + 1):
+        run &= unc >> k
+    return not run
 
 
 def _too_many_new_words(toks: list[str], ctx: NormContext) -> bool:
@@ -241,6 +240,37 @@ def _too_many_new_words(toks: list[str], ctx: NormContext) -> bool:
     words follow the first two (an opening of 2 words may be reworded) than the allowed
     number of uncovered words, no place of the context can accept the span."""
     return len(set(toks[2:]).difference(ctx.unigrams)) > int(len(toks) * FUZZY_MAX_UNMATCHED_FRACTION)
+
+
+#: context (normalised text) -> the stems of its tokens (``NormContext.toks``), in order
+_CTX_STEMS: dict[str, tuple[str, ...]] = {}
+
+
+def _context_stems(ctx: NormContext) -> tuple[str, ...]:
+    """``tuple(_stem(t) for t in ctx.toks)``, memoised per context (bounded as the context cache)."""
+    st = _CTX_STEMS.get(ctx.norm)
+    if st is None:
+        if len(_CTX_STEMS) >= 4096:
+            _CTX_STEMS.clear()
+        st = _CTX_STEMS[ctx.norm] = tuple(_stem(t) for t in ctx.toks)
+    return st
+
+
+def _exact_copy(toks: list[str], ctx: NormContext) -> bool:
+    """``(" " + " ".join(toks) + " ") in ctx.token_str`` for at least 3 tokens: the run occurs
+    in the context's tokens, so at a start position of its first trigram (tokens hold no
+    spaces, so a whole-token substring of token_str starts at a token); a trigram too common to
+    be indexed falls back to the substring scan."""
+    needle = " " + " ".join(toks) + " "
+    first = f"{toks[0]} {toks[1]} {toks[2]}"
+    ps = ctx.tri_pos.get(first)
+    if ps is not None:
+        ts, at = ctx.token_str, ctx.tok_at
+        for p in ps:
+            if ts.startswith(needle, at[p]):
+                return True
+        return False
+    return first in ctx.common and needle in ctx.token_str
 
 
 def span_in_context(span_norm: str, ctx: NormContext, toks: list[str] | None = None, unmerged: bool = False) -> bool:
@@ -270,7 +300,7 @@ def span_in_context(span_norm: str, ctx: NormContext, toks: list[str] | None = N
         return f"{toks[0]} {toks[1]}" in ctx.bigrams
     small = len(ctx.token_str) <= _SCAN_MAX_CHARS
     if small:
-        if (" " + " ".join(toks) + " ") in ctx.token_str:
+        if _exact_copy(toks, ctx):
             return True
         # not exact: what follows can only accept a near-verbatim copy, so the cheap
         # necessary conditions come first (the same verdicts, in a different order)
@@ -309,7 +339,7 @@ def span_in_context(span_norm: str, ctx: NormContext, toks: list[str] | None = N
         if w in STOPWORDS:
             continue
         if place is None:
-            place = {_stem(t) for t in ctx.toks[max(0, lo - 2) : hi + 2]}
+            place = set(_context_stems(ctx)[max(0, lo - 2) : hi + 2])
         if _stem(w) not in place:  # a re-inflected word ("gliomas" for "glioma") is the same word
             return False
     return unmatched <= int(n * FUZZY_MAX_UNMATCHED_FRACTION) and longest <= FUZZY_MAX_UNMATCHED_RUN
@@ -389,26 +419,36 @@ def judge_grounding(proof: str, ctx: NormContext, cut_off: bool = False, questio
     all_toks: set[str] = set()
     proof_norm = " ".join(quoted + segments)
     # a "h3 k27m" pair in one piece is one in the joined text: without one there, no piece's
-    # tokens need merging (one test instead of one per piece)
-    unmerged = not has_variant_pair(proof_norm)
-    for qn in quoted:
+    # tokens need merging; with one, the pieces holding a pair are found from the spans of all
+    # the pairs of the joined text (one scan instead of one per piece)
+    pair_spans = variant_pair_spans(proof_norm)
+    has_pair = None
+    if pair_spans:
+        has_pair = []
+        at = 0
+        for piece in quoted + segments:
+            end = at + len(piece)
+            has_pair.append(any(at <= a and b <= end for a, b in pair_spans))
+            at = end + 1
+    for k, qn in enumerate(quoted):
         toks = tokens(qn)
         if not toks:
             continue
         all_toks.update(toks)
-        if not span_in_context(qn, ctx, toks, unmerged):
+        if not span_in_context(qn, ctx, merge_variant_names(toks) if has_pair and has_pair[k] else toks, True):
             n += 1
             bad.append(qn)
         elif _is_informative(qn, toks, ctx, q_terms):
             n += 1
         else:
             trivial.append(qn)
-    for sn in segments:
+    nq = len(quoted)
+    for k, sn in enumerate(segments, nq):
         toks = tokens(sn)
         all_toks.update(toks)
         if not toks or _is_leadin(sn, sn, toks):
             continue
-        if not span_in_context(sn, ctx, toks, unmerged):
+        if not span_in_context(sn, ctx, merge_variant_names(toks) if has_pair and has_pair[k] else toks, True):
             n += 1
             bad.append(sn)
         elif _is_informative(sn, toks, ctx, q_terms):
@@ -529,7 +569,7 @@ class Answer:
     need (terms, verdicts) is computed on first use.  Judges also accept the normalised text
     itself (they analyse it then).  Nothing here outlives the call that built it."""
 
-    __slots__ = ("norm", "toks", "_nums", "_terms", "_abstained", "_conflict")
+    __slots__ = ("norm", "toks", "_nums", "_terms", "_abstained", "_conflict", "_keys")
 
     def __init__(self, norm: str) -> None:
         self.norm = norm
@@ -538,6 +578,14 @@ class Answer:
         self._terms: dict[str, str] | None = None
         self._abstained: bool | None = None
         self._conflict: bool | None = None
+        self._keys: int | None = None
+
+    @property
+    def keys(self) -> int:
+        """The prefilter keyword groups present in the text (:func:`_key_mask`)."""
+        if self._keys is None:
+            self._keys = _key_mask(self.norm)
+        return self._keys
 
     @property
     def nums(self) -> frozenset[str]:
@@ -565,14 +613,14 @@ class Answer:
     def abstained(self) -> bool:
         """:func:`judge_abstention` of the answer."""
         if self._abstained is None:
-            self._abstained = _any_anchored(self.norm, _ABSTAIN_TABLE)
+            self._abstained = _any_masked(self.norm, self.keys & _ABSTAIN_BITS, _ABSTAIN_RES)
         return self._abstained
 
     @property
     def conflict(self) -> bool:
         """:func:`judge_conflict` of the answer."""
         if self._conflict is None:
-            self._conflict = _conflict_reported(self.norm)
+            self._conflict = bool(self.keys & _CONFLICT_BIT) and _conflict_reported(self.norm, True)
         return self._conflict
 
 
@@ -914,6 +962,56 @@ def _anchored(pairs):
 _ABSTAIN_TABLE = _anchored(_ABSTAIN_PAIRS)
 _REFUSAL_TABLE = _anchored(_REFUSAL_PAIRS)
 
+# Every keyword of the abstention, refusal and conflict prefilters in one Aho-Corasick automaton
+# (pyahocorasick): one C pass over a text finds which keyword groups occur in it, instead of
+# 40-60 substring scans (``_key_mask``).  Bit k (k < 12): a keyword of abstention pattern k;
+# bit 12 + k: of refusal pattern k; _CONFLICT_BIT: a conflict keyword.
+_REFUSAL_SHIFT = len(_ABSTAIN_KEYS)
+_CONFLICT_BIT = 1 << (_REFUSAL_SHIFT + len(_REFUSAL_KEYS))
+_ABSTAIN_BITS = (1 << _REFUSAL_SHIFT) - 1
+_REFUSAL_BITS = ((1 << len(_REFUSAL_KEYS)) - 1) << _REFUSAL_SHIFT
+
+
+def _keyword_automaton():
+    bits: dict[str, int] = {}
+    groups = [(k, keys) for k, keys in enumerate(_ABSTAIN_KEYS)]
+    groups += [(_REFUSAL_SHIFT + k, keys) for k, keys in enumerate(_REFUSAL_KEYS)]
+    groups.append((_CONFLICT_BIT.bit_length() - 1, _CONFLICT_KEYS))
+    for bit, keys in groups:
+        for key in keys:
+            bits[key] = bits.get(key, 0) | (1 << bit)
+    automaton = ahocorasick.Automaton()
+    for key, mask in bits.items():
+        automaton.add_word(key, mask)
+    automaton.make_automaton()
+    return automaton
+
+
+_KEYWORDS = _keyword_automaton()
+_KEYWORDS_ITER = _KEYWORDS.iter
+
+
+def _key_mask(text: str) -> int:
+    """The keyword groups present in ``text`` (bits as above): bit b is set exactly when
+    ``k in text`` for a keyword ``k`` of group b (the automaton reports every occurrence of
+    every keyword, overlapping ones included)."""
+    m = 0
+    for _, v in _KEYWORDS_ITER(text):
+        m |= v
+    return m
+
+
+def _any_masked(text: str, mask: int, patterns: tuple[re.Pattern[str], ...]) -> bool:
+    """``_any_pattern(text, pairs)`` given the text's keyword groups (``mask`` shifted so that
+    bit k is pattern k's group): the patterns whose keywords are present are tried in order."""
+    k = 0
+    while mask:
+        if mask & 1 and patterns[k].search(text) is not None:
+            return True
+        mask >>= 1
+        k += 1
+    return False
+
 
 def _has_any(text: str, keys: tuple[str, ...]) -> bool:
     for k in keys:
@@ -963,7 +1061,7 @@ def _any_anchored(text: str, table) -> bool:
 @lru_cache(maxsize=2 * _SCORE_MEMO)  # keyed by the text alone (hashing the pattern table costs more)
 def judge_abstention(answer_norm: str) -> bool:
     """The answer says the context does not contain what was asked (phrase family in docs)."""
-    return _any_anchored(answer_norm, _ABSTAIN_TABLE)
+    return _any_masked(answer_norm, _key_mask(answer_norm) & _ABSTAIN_BITS, _ABSTAIN_RES)
 
 
 def judge_on_topic(answer_norm: "str | Answer", question_norm: str) -> bool:
@@ -992,8 +1090,9 @@ def judge_conflict(answer_norm: str) -> bool:
     return _conflict_reported(answer_norm)
 
 
-def _conflict_reported(answer_norm: str) -> bool:
-    if not _has_any(answer_norm, _CONFLICT_KEYS):
+def _conflict_reported(answer_norm: str, has_key: bool = False) -> bool:
+    """``has_key``: the caller knows a conflict keyword is present."""
+    if not has_key and not _has_any(answer_norm, _CONFLICT_KEYS):
         return False
     if _CONFLICT_NEG_RE.search(answer_norm) is not None:
         return False
@@ -1012,7 +1111,7 @@ def _conflict_reported(answer_norm: str) -> bool:
 @lru_cache(maxsize=2 * _SCORE_MEMO)
 def has_refusal_boilerplate(answer_norm: str) -> bool:
     """Refusal boilerplate anywhere in the text (see :func:`judge_refusal`)."""
-    return _any_anchored(answer_norm, _REFUSAL_TABLE)
+    return _any_masked(answer_norm, (_key_mask(answer_norm) & _REFUSAL_BITS) >> _REFUSAL_SHIFT, _REFUSAL_RES)
 
 
 #: A canned refusal is short: longer answers are never treated as one.
@@ -1037,7 +1136,12 @@ def judge_refusal(answer_norm: "str | Answer", abstained: bool | None = None, co
     a = answer_norm if isinstance(answer_norm, Answer) else None
     if a is not None:
         answer_norm = a.norm
-    if len(answer_norm) > REFUSAL_MAX_CHARS or not has_refusal_boilerplate(answer_norm):
+    if len(answer_norm) > REFUSAL_MAX_CHARS:
+        return False
+    if a is not None:  # (the answer's keyword groups are known: no second keyword pass)
+        if not _any_masked(answer_norm, (a.keys & _REFUSAL_BITS) >> _REFUSAL_SHIFT, _REFUSAL_RES):
+            return False
+    elif not has_refusal_boilerplate(answer_norm):
         return False
     if abstained is None:
         abstained = a.abstained if a is not None else judge_abstention(answer_norm)
@@ -1309,10 +1413,11 @@ def _abstention_topics(sent: str) -> list[str]:
     """The topic texts an abstention sentence says are missing ("does not report X" -> X;
     "X is not reported in the context" -> X)."""
     out = []
+    keys = _key_mask(sent)
     for k, r in zip(range(len(_ABSTAIN_RES)), _ABSTAIN_RES):
         if k in (3, 9, 11):  # "cannot be / impossible to determine": inference, not what is mentioned
             continue
-        if not _has_any(sent, _ABSTAIN_KEYS[k]):  # (the keywords: a necessary condition, as in judge_abstention)
+        if not keys >> k & 1:  # (the keywords: a necessary condition, as in judge_abstention)
             continue
         m = r.search(sent)
         if m is None:

@@ -43,16 +43,18 @@ def parse_response(text: str) -> Parsed:
         return Parsed(False, error="too_long")
     # every tag starts with "<": one split of the text finds them all (12 substring scans of
     # the whole text before: a find per tag and one more for a duplicate)
+    # (a find loop: no copy of the text is made; a ">" found past the next "<" gives a name
+    # holding "<", which is no tag, as the split's piece would have had no ">" at all)
     starts: list[list[int]] = [[], [], [], [], [], []]
-    pieces = text.split("<")
-    pos = len(pieces[0])  # index of the "<" before the current piece
-    for piece in pieces[1:]:
-        j = piece.find(">", 0, 8)
+    find, get = text.find, _TAG_INDEX.get
+    pos = find("<")
+    while pos >= 0:
+        j = find(">", pos + 2, pos + 9)  # (the name is at least one character)
         if j > 0:
-            k = _TAG_INDEX.get(piece[: j + 1])
+            k = get(text[pos + 1 : j + 1])
             if k is not None:
                 starts[k].append(pos)
-        pos += len(piece) + 1
+        pos = find("<", pos + 1)
     found = []
     for (tag, name), at in zip(_TAGS, starts):
         if not at:

@@ -122,13 +122,15 @@ def _reference_abstains(expected: str) -> bool:
     return reference_declines(_expected_norm(expected))
 
 
-def _judge_content(parsed: Parsed, item: Item, refusal: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+def _judge_content(parsed: Parsed, item: Item, refusal: bool = True, answer: Answer | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Content judgements of a response's proof and answer (well formed or best-effort).
     ``refusal``: judge whether the answer is a canned refusal (a malformed response's refusal
-    flag is judged on its raw text instead, so the scorer asks for this only when well formed)."""
+    flag is judged on its raw text instead, so the scorer asks for this only when well formed).
+    ``answer``: ``Answer(normalize(parsed.answer))`` when the caller already has it."""
     t = item.type
     # the answer is normalised and tokenised once; every judge of it reads this analysis
-    answer = Answer(normalize(parsed.answer))
+    if answer is None:
+        answer = Answer(normalize(parsed.answer))
     abstained = answer.abstained
     conflict = answer.conflict
     ctx = prepare_context(item.context)
@@ -190,12 +192,21 @@ def score(response: str, item: Item, preset: Mapping[str, float]) -> Verdict:
     parsed = parse_response(response)
     flags["format_ok"] = judge_format(parsed)
     if not parsed.ok:
-        flags["refusal"] = judge_refusal(normalize(_refusal_candidate(response)))
+        lenient = parse_lenient(response, parsed)
+        candidate = _refusal_candidate(response)
+        answer = None
+        if lenient.answer and candidate.strip() == lenient.answer:
+            # the usual case (the answer section closed, nothing but space after it): the raw
+            # candidate is the best-effort answer with space around it, which normalisation
+            # drops (normalize(x) == normalize(x.strip()), tested), so its analysis serves both
+            answer = Answer(normalize(lenient.answer))
+            flags["refusal"] = judge_refusal(answer)
+        else:
+            flags["refusal"] = judge_refusal(normalize(candidate))
         keys = ["format_mismatch_penalty"] + (["incorrect_answer_penalty"] if flags["refusal"] else [])
         detail: dict[str, Any] = {"format_error": parsed.error, "judged": False}
-        lenient = parse_lenient(response, parsed)
         if lenient.proof or lenient.answer:
-            c, d = _judge_content(lenient, item, refusal=False)  # (c["refusal"] is not read here)
+            c, d = _judge_content(lenient, item, refusal=False, answer=answer)  # (c["refusal"] is not read here)
             detail.update(d, judged=True)
             flags.update(
                 grounded=c["status"] == "verified",

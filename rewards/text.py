@@ -346,6 +346,9 @@ class NormContext:
     sentences: tuple[frozenset[str], ...] = ()
     unigrams: frozenset[str] = frozenset()
     bigrams: frozenset[str] = frozenset()
+    #: index in ``token_str`` of the space before each token of ``toks`` (so a run of tokens
+    #: starting at position p is ``token_str.startswith(" " + " ".join(run) + " ", tok_at[p])``)
+    tok_at: tuple[int, ...] = ()
 
 
 def sentences(norm_text: str) -> list[str]:
@@ -368,6 +371,23 @@ _VARIANT_PAIR_RE_ASCII = re.compile(_VARIANT_PAIR_RE.pattern, re.ASCII)
 def has_variant_pair(text: str) -> bool:
     """``_VARIANT_PAIR_RE`` occurs in ``text`` (through its ASCII twin when ``text`` is ASCII)."""
     return (_VARIANT_PAIR_RE_ASCII if text.isascii() else _VARIANT_PAIR_RE).search(text) is not None
+
+
+def variant_pair_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every match of ``_VARIANT_PAIR_RE`` in ``text``, overlapping ones
+    included ([] when ``has_variant_pair(text)`` is False).  The pattern has no look-around and
+    its ``\\W+`` run is followed by a word character, so a piece ``text[a:b]`` holds a match
+    exactly when one of these spans lies within ``[a, b)``: one scan of a joined text answers
+    ``has_variant_pair`` for each of its pieces.  (A match is digit, non-word run, letter,
+    digit: the only position inside it where another match can start is its last digit, so the
+    next search starts there.)"""
+    rx = _VARIANT_PAIR_RE_ASCII if text.isascii() else _VARIANT_PAIR_RE
+    out = []
+    m = rx.search(text)
+    while m is not None:
+        out.append(m.span())
+        m = rx.search(text, m.end() - 1)
+    return out
 
 
 def merge_variant_names(toks: list[str], text: str | None = None) -> list[str]:
@@ -406,6 +426,11 @@ def prepare_context(context: str) -> NormContext:
             lst.append(i)
     common = frozenset(t for t, lst in pos.items() if len(lst) > MAX_TRIGRAM_POSITIONS)
     tri_pos = {t: tuple(lst) for t, lst in pos.items() if t not in common}
+    tok_at = []
+    at = 0
+    for t in toks:
+        tok_at.append(at)
+        at += len(t) + 1
     return NormContext(
         norm=norm,
         token_str=" " + " ".join(toks) + " ",
@@ -417,4 +442,5 @@ def prepare_context(context: str) -> NormContext:
         sentences=tuple(frozenset(tokens(s)) for s in sentences(norm)),
         unigrams=frozenset(toks),
         bigrams=frozenset(f"{toks[i]} {toks[i + 1]}" for i in range(len(toks) - 1)),
+        tok_at=tuple(tok_at),
     )

@@ -372,3 +372,40 @@ def test_best_place_is_the_first_best_band_of_diagonals():
         span = [w if rng.random() > 0.2 else rng.choice(words) for w in ctx_words[a : a + rng.randint(3, 30)]]
         if len(span) >= 3:
             assert _best_place(span, ctx) == oracle(span, ctx)
+
+
+def test_span_checks_match_their_plain_versions():
+    # the exact-copy test through the first trigram's positions is the whole-token substring
+    # scan; the bit-mask near-verbatim precondition is the per-word loop it replaced
+    import random
+
+    from rewards.judges import FUZZY_MAX_UNMATCHED_FRACTION, FUZZY_MAX_UNMATCHED_RUN, _exact_copy, _may_be_near_verbatim, span_in_context
+
+    def plain_may_be(toks, ctx):
+        n = len(toks)
+        cov = [False] * n
+        for i in range(n - 2):
+            if " ".join(toks[i : i + 3]) in ctx.trigrams:
+                cov[i] = cov[i + 1] = cov[i + 2] = True
+        cov[0] = cov[1] = True
+        unmatched = run = 0
+        for c in cov:
+            run = 0 if c else run + 1
+            unmatched += not c
+            if run > FUZZY_MAX_UNMATCHED_RUN or unmatched > int(n * FUZZY_MAX_UNMATCHED_FRACTION):
+                return False
+        return True
+
+    rng = random.Random(11)
+    words = "the drug onc201 has shown potential in models of dipg with elevated gd2 expression atrx loss at 20 mg".split()
+    for _ in range(3000):
+        ctx_words = [rng.choice(words[: rng.randint(3, len(words))]) for _ in range(rng.randint(3, 400))]
+        ctx = prepare_context(" ".join(ctx_words))
+        a = rng.randint(0, len(ctx_words) - 3)
+        span = [w if rng.random() > 0.1 else rng.choice(words) for w in ctx_words[a : a + rng.randint(3, 30)]]
+        if len(span) >= 3:
+            exact = (" " + " ".join(span) + " ") in ctx.token_str
+            assert _exact_copy(span, ctx) == exact
+            if exact:
+                assert span_in_context(" ".join(span), ctx, span, True)
+            assert _may_be_near_verbatim(span, ctx) == plain_may_be(span, ctx)

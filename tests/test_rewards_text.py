@@ -181,3 +181,58 @@ def test_tokens_match_the_word_regex_on_random_non_ascii_text():
     for _ in range(20000):
         t = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 16)))
         assert tokens(t) == re.findall(r"\w+", t), repr(t)
+
+
+def test_variant_pair_spans_answer_has_variant_pair_for_every_piece():
+    # judge_grounding scans the joined proof once: a piece holds a "h3 k27m" pair exactly when
+    # one of the joined text's pair spans lies within it
+    import random
+
+    from rewards.text import has_variant_pair, variant_pair_spans
+
+    alphabet = ["h3", "k27m", "1", "a2", "b3", " ", "-", ", ", "x", "\u03b1", "g328v", "7", "(", "acvr1", "\u00b2"]
+    rng = random.Random(7)
+    for _ in range(5000):
+        pieces = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8))) for _ in range(rng.randint(1, 5))]
+        joined = " ".join(pieces)
+        spans = variant_pair_spans(joined)
+        assert bool(spans) == has_variant_pair(joined)
+        at = 0
+        for piece in pieces:
+            end = at + len(piece)
+            assert any(at <= a and b <= end for a, b in spans) == has_variant_pair(piece), (pieces, piece)
+            at = end + 1
+
+
+def test_keyword_automaton_finds_the_groups_the_substring_scans_find():
+    import random
+
+    from rewards import judges
+
+    words = (
+        "the context text does not doesnt dont mention report no not enough insufficient sufficient information "
+        "data detail about is reported cannot can not cant significant be determined speak to talk with consult a "
+        "your doctor as an ai im not a medical advice unable lacks uncertain possible impossible can be conflict "
+        "agree disagree differ match align but differs".split()
+    )
+    groups = list(judges._ABSTAIN_KEYS) + list(judges._REFUSAL_KEYS) + [judges._CONFLICT_KEYS]
+    rng = random.Random(9)
+    for _ in range(20000):
+        t = rng.choice(("", " ")).join(rng.choice(words) for _ in range(rng.randint(0, 12)))
+        want = sum(1 << b for b, keys in enumerate(groups) if any(k in t for k in keys))
+        assert judges._key_mask(t) == want, t
+        assert judges.judge_abstention(t) == judges._any_pattern(t, judges._ABSTAIN_PAIRS)
+        assert judges.has_refusal_boilerplate(t) == judges._any_pattern(t, judges._REFUSAL_PAIRS)
+
+
+def test_normalize_ignores_surrounding_space():
+    # the scorer reuses a malformed response's normalised answer for its raw refusal candidate
+    # when they differ only by surrounding space
+    import random
+
+    chars = ["a", "B", " ", "\n", "\t", "\u202f", "\u00a0", "\u2028", "\u0085", "\x1c", "\u0301", "\u00b4", "\u00b2", "^",
+             "\u2011", "\u2019", '"', "%", "/", "\u00e9", "\u00df", "1", "\u2026", "\u1100", "\u1161", "\u00b5"]
+    rng = random.Random(3)
+    for _ in range(20000):
+        t = "".join(rng.choice(chars) for _ in range(rng.randint(0, 12)))
+        assert normalize(t) == normalize(t.strip()), repr(t)
