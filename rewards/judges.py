@@ -569,11 +569,12 @@ class Answer:
     need (terms, verdicts) is computed on first use.  Judges also accept the normalised text
     itself (they analyse it then).  Nothing here outlives the call that built it."""
 
-    __slots__ = ("norm", "toks", "_nums", "_terms", "_abstained", "_conflict", "_keys")
+    __slots__ = ("norm", "toks", "_tokset", "_nums", "_terms", "_abstained", "_conflict", "_keys")
 
     def __init__(self, norm: str) -> None:
         self.norm = norm
         self.toks: tuple[str, ...] = tuple(tokens(norm))
+        self._tokset: set[str] | None = None
         self._nums: frozenset[str] | None = None
         self._terms: dict[str, str] | None = None
         self._abstained: bool | None = None
@@ -588,6 +589,13 @@ class Answer:
         return self._keys
 
     @property
+    def tokset(self) -> set[str]:
+        """``set(toks)`` (not to be modified)."""
+        if self._tokset is None:
+            self._tokset = set(self.toks)
+        return self._tokset
+
+    @property
     def nums(self) -> frozenset[str]:
         """Canonical numbers (:func:`rewards.text.numbers`)."""
         if self._nums is None:
@@ -599,7 +607,7 @@ class Answer:
         """token -> stem for the non-stopword, non-digit tokens."""
         if self._terms is None:
             get = _STEMS.get
-            self._terms = {t: get(t) or _stem(t) for t in set(self.toks) - STOPWORDS if not t.isdigit()}
+            self._terms = {t: get(t) or _stem(t) for t in self.tokset - STOPWORDS if not t.isdigit()}
         return self._terms
 
     def content_terms(self, drop: frozenset[str] = frozenset()) -> set[str]:
@@ -607,7 +615,10 @@ class Answer:
         m = self.terms
         if not drop:
             return set(m.values())
-        return {s for t, s in m.items() if t not in drop and s not in drop}
+        # {s for t, s in m.items() if t not in drop and s not in drop}, by C-level set operations
+        out = set(map(m.__getitem__, m.keys() - drop))
+        out -= drop
+        return out
 
     @property
     def abstained(self) -> bool:
@@ -772,39 +783,57 @@ def judge_correct(answer_norm: "str | Answer", expected_norm: str, question_norm
     if not expected_norm:
         return False
     a = analyse_answer(answer_norm)
-    ref_sched, ref_found = _reference_schedules(expected_norm)
+    # everything about the reference and the question, memoised per pair (they repeat)
+    ref_found, head_nums, allowed_nums, known_terms, extra_max, ref_terms, need, exp_toks, ref_neg, asks = (
+        _correct_reference(expected_norm, question_norm)
+    )
     if ref_found:  # otherwise no schedule can disagree and the words compare as they are
         rewritten, a_found = _schedules(a.norm)
         if not _schedules_agree(a_found, ref_found):
             return False
         if rewritten != a.norm:
             a = Answer(rewritten)
+    if asks:
+        ans_nums = a.nums
+        if not head_nums <= ans_nums:
+            return False
+        if head_nums and not ans_nums <= allowed_nums:
+            return False
+    ans_terms = a.content_terms()
+    if len(ans_terms - known_terms) > extra_max:
+        return False
+    if ref_terms:
+        if len(ref_terms & ans_terms) < need:
+            return False
+    elif exp_toks is not None and list(a.toks) != exp_toks:
+        return False
+    return (not _NEG_WORDS.isdisjoint(a.toks)) == ref_neg
+
+
+@lru_cache(maxsize=8192)
+def _correct_reference(expected_norm: str, question_norm: str) -> tuple:
+    """What judge_correct needs of a reference and a question (memoised per pair): the
+    reference's schedule tokens, its headline's numbers, the numbers an answer may state, the
+    reference's and question's terms, the number of extra terms allowed, the key terms and how
+    many of them are needed, the reference's tokens when the answer must equal it (else None),
+    the headline's negation, and whether the question asks for an amount."""
+    ref_sched, ref_found = _reference_schedules(expected_norm)
+    if ref_found:
         expected_norm = ref_sched
     headline = _headline(expected_norm)
     ref_nums, ref_all_terms, _ = _reference_facts(expected_norm)
     head_nums, head_terms, ref_neg = _reference_facts(headline)
-    ans_nums = a.nums
     asks = _asks_quantity(question_norm)
-    if asks:
-        if not head_nums <= ans_nums:
-            return False
-        if head_nums and not ans_nums <= (ref_nums | question_numbers(question_norm)):
-            return False
     q_terms = question_terms(question_norm)
     ref_terms = head_terms - q_terms or head_terms
     if not asks:  # the dose's units, schedule and route were not asked for either
         ref_terms = {t for t in ref_terms if t not in _DOSE_WORDS and not t.startswith(("sched", "route"))} or ref_terms
-    ans_terms = a.content_terms()
-    if len(ans_terms - ref_all_terms - q_terms) > max(CORRECT_MIN_EXTRA_TERMS, 2 * len(ref_all_terms)):
-        return False
-    if ref_terms:
-        hit = len(ref_terms & ans_terms)
-        need = len(ref_terms) if len(ref_terms) <= CORRECT_ALL_TERMS_UPTO else CORRECT_TERM_RECALL * len(ref_terms)
-        if hit < need:
-            return False
-    elif not ref_nums and list(a.toks) != tokens(expected_norm):
-        return False
-    return (not _NEG_WORDS.isdisjoint(a.toks)) == ref_neg
+    need = len(ref_terms) if len(ref_terms) <= CORRECT_ALL_TERMS_UPTO else CORRECT_TERM_RECALL * len(ref_terms)
+    exp_toks = tokens(expected_norm) if not ref_terms and not ref_nums else None
+    return (
+        ref_found, head_nums, ref_nums | question_numbers(question_norm), frozenset(ref_all_terms | q_terms),
+        max(CORRECT_MIN_EXTRA_TERMS, 2 * len(ref_all_terms)), frozenset(ref_terms), need, exp_toks, ref_neg, asks,
+    )
 
 
 # --------------------------------------------------------------------------- abstention / conflict / refusal
@@ -1188,7 +1217,10 @@ def judge_consistency(
         return True
     p_toks = proof_tokens if proof_tokens is not None else set(tokens(proof_norm))
     direct = a_terms & p_toks
-    hits = len(direct) + sum(1 for t in a_terms - direct if _term_in(t, p_toks))
+    hits = len(direct)
+    for t in a_terms - direct:  # (_term_in, inlined: t itself is not in p_toks)
+        if t + "s" in p_toks or (t.endswith("y") and t[:-1] + "ies" in p_toks):
+            hits += 1
     return hits >= CONSISTENCY_TERM_RECALL * len(a_terms)
 
 
@@ -1234,11 +1266,12 @@ def _direction(tok: str) -> str | None:
 _NOT_DIRECTION: set[str] = set()
 
 
-def _directions(toks: list[str] | tuple[str, ...]) -> list[tuple[int, str]]:
-    """(position, direction) of each direction word not negated by one of the 3 words before."""
+def _directions(toks: list[str] | tuple[str, ...], tokset: "set[str] | frozenset[str] | None" = None) -> list[tuple[int, str]]:
+    """(position, direction) of each direction word not negated by one of the 3 words before.
+    ``tokset``: ``set(toks)`` when the caller has it."""
     # the distinct tokens not known to be plain words, found by one set difference: usually
     # none or a few, so the positions are scanned only when a direction word is present
-    cand = set(toks) - _NOT_DIRECTION
+    cand = (set(toks) if tokset is None else tokset) - _NOT_DIRECTION
     if not cand:
         return []
     found = {}
@@ -1251,11 +1284,16 @@ def _directions(toks: list[str] | tuple[str, ...]) -> list[tuple[int, str]]:
             found[t] = d
     if not found:
         return []
+    # the positions of the (few) direction words, found by C-level count/index calls
     out = []
-    for i, t in enumerate(toks):
-        d = found.get(t)
-        if d is not None and _NEG_CUES.isdisjoint(toks[max(0, i - 3) : i]):
-            out.append((i, d))
+    for t, d in found.items():
+        i = -1
+        for _ in range(toks.count(t)):
+            i = toks.index(t, i + 1)
+            if _NEG_CUES.isdisjoint(toks[max(0, i - 3) : i]):
+                out.append((i, d))
+    if len(found) > 1:
+        out.sort()  # (in position order; positions are distinct)
     return out
 
 
@@ -1292,8 +1330,9 @@ def judge_direction(answer_norm: "str | Answer", ctx: NormContext) -> list[str]:
     glioma and DIPG name the same thing).  The claim is contradicted when the context
     sentences that mention the subject state only the opposite direction.  Returns the
     contradicted claims (normalised snippets), [] when none."""
-    toks = analyse_answer(answer_norm).toks
-    dirs = _directions(toks)
+    a = analyse_answer(answer_norm)
+    toks = a.toks
+    dirs = _directions(toks, a.tokset)
     if not dirs:
         return []
     sents = None
@@ -1409,11 +1448,12 @@ def _quantity_in(term: str, sent: frozenset[str]) -> bool:
     return units is not None and not units.isdisjoint(sent) and any(t[:1].isdigit() for t in sent)
 
 
-def _abstention_topics(sent: str) -> list[str]:
+def _abstention_topics(sent: str, keys: int | None = None) -> list[str]:
     """The topic texts an abstention sentence says are missing ("does not report X" -> X;
-    "X is not reported in the context" -> X)."""
+    "X is not reported in the context" -> X).  ``keys``: ``_key_mask(sent)`` when known."""
     out = []
-    keys = _key_mask(sent)
+    if keys is None:
+        keys = _key_mask(sent)
     for k, r in zip(range(len(_ABSTAIN_RES)), _ABSTAIN_RES):
         if k in (3, 9, 11):  # "cannot be / impossible to determine": inference, not what is mentioned
             continue
@@ -1457,12 +1497,15 @@ def judge_abstention_truthful(answer_norm: "str | Answer", ctx: NormContext) -> 
         return bad
     index = None
     for sent in _SENTENCE_RE.split(a.norm):
-        if not sent or not judge_abstention(sent):
+        if not sent:
+            continue
+        keys = _key_mask(sent)  # (judge_abstention(sent), its keyword groups kept for the topics)
+        if not _any_masked(sent, keys & _ABSTAIN_BITS, _ABSTAIN_RES):
             continue
         stoks = set(tokens(sent))
         if stoks & _HEDGES:
             continue
-        for topic in _abstention_topics(sent):
+        for topic in _abstention_topics(sent, keys):
             for part in _TOPIC_SPLIT_RE.split(topic):
                 terms = content_terms(part, _TOPIC_GENERIC)
                 if not terms:

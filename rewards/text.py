@@ -22,6 +22,8 @@ _SUPER_RE = re.compile(r"[⁰¹²³⁴⁵⁶⁷⁸⁹]+")
 _DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d\u00ad"
 _QUOTES = "\"'`\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u201f\u2032\u2033\u00ab\u00bb\u2039\u203a\u02bc\uff02\uff07"
 _SYMBOLS = "/≥≤<>=±^"
+_SYMBOLS_ASCII = "".join(c for c in _SYMBOLS if c.isascii())
+_SYMBOLS_NON_ASCII = frozenset(c for c in _SYMBOLS if not c.isascii())
 _LETTER_POWER_RE = re.compile(r"([^\W\d_])\^(\d)")
 _TOKEN_RE = re.compile(r"\w+")
 # a number is a digit run not glued to a preceding letter (so ONC201, H3, K27M are names);
@@ -152,7 +154,8 @@ def normalize(text: str) -> str:
     """The normal form described in the module docstring (linear time)."""
     if not text:
         return ""
-    if text.isascii():
+    ascii_in = text.isascii()  # (then: no non-ASCII symbol is in the text)
+    if ascii_in:
         if '"' in text or "'" in text or "`" in text:
             text = text.replace('"', "").replace("'", "").replace("`", "")
         text = _collapse_ascii_spaces(text.casefold())
@@ -160,6 +163,8 @@ def normalize(text: str) -> str:
         # the distinct non-ASCII characters decide every pass below; each is a replacement per
         # character present (no regex scans the whole text)
         found = _non_ascii_chars(text)
+        # (no pass below makes a ≥, ≤ or ±: the NFKC form of no other character holds one)
+        ascii_in = found.isdisjoint(_SYMBOLS_NON_ASCII)
         if not found.isdisjoint(_SUPER_CHARS):
             text = _superscripts(text, found)
         # the common special characters first (cheap); NFKC only for what is left
@@ -197,7 +202,8 @@ def normalize(text: str) -> str:
             text = " ".join(text.split()) if space else _collapse_ascii_spaces(text)
     if " %" in text:
         text = text.replace(" %", "%")
-    for ch in _SYMBOLS:
+    # (the non-ASCII symbols only when found in the text: no replacement above makes one)
+    for ch in _SYMBOLS_ASCII if ascii_in else _SYMBOLS:
         if ch in text:
             text = text.replace(" " + ch, ch).replace(ch + " ", ch)
     if "^" in text:
