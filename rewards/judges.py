@@ -6,6 +6,7 @@ scorer normalises each piece once.  Patterns are precompiled and linear-time.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 
@@ -1123,9 +1124,13 @@ def _conflict_reported(answer_norm: str, has_key: bool = False) -> bool:
     """``has_key``: the caller knows a conflict keyword is present."""
     if not has_key and not _has_any(answer_norm, _CONFLICT_KEYS):
         return False
-    if _CONFLICT_NEG_RE.search(answer_norm) is not None:
+    # (the denial pattern is tried only once a conflict phrase is found: most answers with a
+    # keyword such as "but " or "match" hold none, and without one the answer is False anyway)
+    found = _CONFLICT_RE.finditer(answer_norm)
+    first = next(found, None)
+    if first is None or _CONFLICT_NEG_RE.search(answer_norm) is not None:
         return False
-    for m in _CONFLICT_RE.finditer(answer_norm):
+    for m in itertools.chain((first,), found):
         if not m.group(0).startswith("inconsisten"):
             return True
         # "inconsistent with": a conflict only when the sentence names two sources

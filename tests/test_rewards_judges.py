@@ -409,3 +409,33 @@ def test_span_checks_match_their_plain_versions():
             if exact:
                 assert span_in_context(" ".join(span), ctx, span, True)
             assert _may_be_near_verbatim(span, ctx) == plain_may_be(span, ctx)
+
+
+def test_direction_positions_match_the_per_token_scan():
+    import random
+
+    from rewards.judges import _NEG_CUES, _direction, _directions
+
+    def plain(toks):
+        return [(i, _direction(t)) for i, t in enumerate(toks)
+                if _direction(t) is not None and _NEG_CUES.isdisjoint(toks[max(0, i - 3) : i])]
+
+    words = "the tumor not no reduced improved progression increased lesion stable grew without mass of".split()
+    rng = random.Random(4)
+    for _ in range(5000):
+        toks = tuple(rng.choice(words) for _ in range(rng.randint(0, 15)))
+        assert _directions(toks) == plain(toks), toks
+        assert _directions(toks, set(toks)) == plain(toks), toks
+
+
+def test_content_terms_with_drop_match_the_plain_comprehension():
+    import random
+
+    from rewards.judges import Answer
+
+    words = "tumors tumor the lesions lesion dose doses 20 mg context reports report study studies patient".split()
+    rng = random.Random(6)
+    for _ in range(3000):
+        a = Answer(" ".join(rng.choice(words) for _ in range(rng.randint(0, 12))))
+        drop = frozenset(rng.sample(words, rng.randint(0, 5)))
+        assert a.content_terms(drop) == {s for t, s in a.terms.items() if t not in drop and s not in drop}
