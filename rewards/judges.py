@@ -183,19 +183,20 @@ def _best_place(toks: list[str], ctx: NormContext, tris: list[str] | None = None
     # evaluated per diagonal: within one diagonal, coverage only grows, so this finds the
     # same first best band as adding the hits one by one
     groups: dict[int, int] = {}
+    gget = groups.get
     base_mask = 0
-    tp, common = ctx.tri_pos, ctx.common
+    tget, common = ctx.tri_pos.get, ctx.common
     for i, t in enumerate(_trigrams(toks) if tris is None else tris):
-        ps = tp.get(t)
-        if ps is not None:
-            m = 7 << i
-            for p in ps:
-                d = p - i
-                groups[d] = groups.get(d, 0) | m
-        elif t in common:
-            base_mask |= 7 << i
+        ps = tget(t)
+        if ps is None:
+            if t in common:
+                base_mask |= 7 << i
+            continue
+        m = 7 << i
+        for p in ps:
+            groups[p - i] = gget(p - i, 0) | m
     if not groups:
-        return [bool(base_mask >> j & 1) for j in range(n)], 0, -1
+        return _mask_flags(base_mask, n), 0, -1
     ds = sorted(groups)
     masks = [groups[d] for d in ds]
     not_base = ~base_mask
@@ -210,8 +211,13 @@ def _best_place(toks: list[str], ctx: NormContext, tris: list[str] | None = None
         cov = (u & not_base).bit_count()
         if cov > best_cov:
             best_cov, best_lo, best_hi, best_u = cov, left, right, u
-    full = base_mask | best_u
-    return [bool(full >> j & 1) for j in range(n)], ds[best_lo], ds[best_hi] + n
+    return _mask_flags(base_mask | best_u, n), ds[best_lo], ds[best_hi] + n
+
+
+def _mask_flags(mask: int, n: int) -> list[bool]:
+    """``[bool(mask >> j & 1) for j in range(n)]`` for a mask of at most n bits, by C calls
+    (its binary digits, lowest first)."""
+    return list(map("1".__eq__, format(mask, "b").zfill(n)[::-1]))
 
 
 def _may_be_near_verbatim(toks: list[str], ctx: NormContext, tris: list[str] | None = None) -> bool:

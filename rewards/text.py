@@ -387,12 +387,42 @@ def variant_pair_spans(text: str) -> list[tuple[int, int]]:
     ``has_variant_pair`` for each of its pieces.  (A match is digit, non-word run, letter,
     digit: the only position inside it where another match can start is its last digit, so the
     next search starts there.)"""
-    rx = _VARIANT_PAIR_RE_ASCII if text.isascii() else _VARIANT_PAIR_RE
+    if text.isascii():
+        return _variant_pair_spans_ascii(text)
+    rx = _VARIANT_PAIR_RE
     out = []
     m = rx.search(text)
     while m is not None:
         out.append(m.span())
         m = rx.search(text, m.end() - 1)
+    return out
+
+
+#: ASCII byte -> its class for ``_VARIANT_PAIR_RE``: "0" a digit, "a" a letter, "_" the
+#: underscore (a word character that is neither), " " any other (non-word) character
+_VARIANT_CLASS = bytes(
+    ord("0") if chr(i).isdigit() else ord("a") if chr(i).isalpha() else ord("_") if chr(i) == "_" else ord(" ")
+    for i in range(256)
+)
+
+
+def _variant_pair_spans_ascii(text: str) -> list[tuple[int, int]]:
+    """:func:`variant_pair_spans` of an ASCII text without the regex (which tests a character
+    class at every position): in the text's class string (``_VARIANT_CLASS``) a match is a
+    ``0``, a run of spaces, then ``a0``; so each ``" a0"`` (found by a C-level substring search,
+    and rare: a word starting with one letter and a digit) closes at most one match, the one
+    whose space run ends there when a ``0`` precedes that run.  Every match ends so; in text
+    order."""
+    cls = text.encode("ascii").translate(_VARIANT_CLASS)
+    out = []
+    i = cls.find(b" a0")
+    while i >= 0:
+        j = i - 1  # back to the last character before the run of spaces (runs are disjoint:
+        while j >= 0 and cls[j] == 32:  # linear in all)
+            j -= 1
+        if j >= 0 and cls[j] == 48:  # "0"
+            out.append((j, i + 3))
+        i = cls.find(b" a0", i + 1)
     return out
 
 

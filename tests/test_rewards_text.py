@@ -236,3 +236,24 @@ def test_normalize_ignores_surrounding_space():
     for _ in range(20000):
         t = "".join(rng.choice(chars) for _ in range(rng.randint(0, 12)))
         assert normalize(t) == normalize(t.strip()), repr(t)
+
+
+def test_variant_pair_spans_of_ascii_text_match_the_regex():
+    import random
+
+    from rewards.text import _VARIANT_PAIR_RE_ASCII, variant_pair_spans
+
+    def by_regex(text):
+        out, m = [], _VARIANT_PAIR_RE_ASCII.search(text)
+        while m is not None:
+            out.append(m.span())
+            m = _VARIANT_PAIR_RE_ASCII.search(text, m.end() - 1)
+        return out
+
+    alphabet = ["h3", "k27m", "1", " ", "  ", "a2", "b3", "-", ", ", "x", "_", "g328v", "7", "(", "acvr1", "z", "9_", "a"]
+    rng = random.Random(12)
+    for _ in range(20000):
+        t = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 10)))
+        assert variant_pair_spans(t) == by_regex(t), t
+        t = "".join(chr(rng.randint(0, 127)) for _ in range(rng.randint(0, 12)))
+        assert variant_pair_spans(t) == by_regex(t), repr(t)
