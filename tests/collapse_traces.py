@@ -28,7 +28,7 @@ VALUES = np.array([36.0, 1.0, -5.0, -15.0])
 TOP = 36.0
 ONSET = 80
 RAMP = 60
-SHAPES = ((1, 4), (2, 4), (4, 4), (8, 4), (2, 8), (16, 2))
+SHAPES = ((1, 4), (2, 4), (4, 4), (8, 4), (2, 8), (8, 8), (16, 2))
 KINDS = ("healthy", "improving", "saturation", "sharp", "gradual")
 
 

@@ -23,6 +23,8 @@ SHORT = [
     "--set", "phases.recovery.max_steps=3",
     "--set", "data.num_items=300",
     "--set", "data.eval_items=12",
+    "--set", "data.fresh_items=100",       # 6 + 3 + 3 GRPO steps of 8 prompts
+    "--set", "data.fresh_eval_items=0",    # the 12 held-out items only
 ]
 
 

@@ -20,6 +20,8 @@ SHORT = [
     "--set", "phases.soft.max_steps=3",
     "--set", "data.num_items=200",
     "--set", "data.eval_items=4",
+    "--set", "data.fresh_items=40",
+    "--set", "data.fresh_eval_items=0",
     "--set", "run.checkpoint_every=2",
     "--no-progress", "--no-report",
 ]

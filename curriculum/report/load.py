@@ -32,6 +32,7 @@ _DPI = 100
 # Evaluation rates drawn in the lower panel, in this order, with their labels and colours.
 EVAL_RATES: tuple[tuple[str, str, str], ...] = (
     ("safe_rate", "safe", "#2ca02c"),
+    ("grounded_rate", "verbatim proof", "#8c564b"),  # what safety is made of on a tiny model
     ("hallucination_rate", "hallucination", "#d62728"),
     ("refusal_rate", "refusal", "#1f77b4"),
     ("consistency_rate", "consistency", "#9467bd"),
