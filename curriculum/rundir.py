@@ -158,8 +158,9 @@ def acquire(run_dir: Path, command: str) -> RunLock:
                 raise OSError(errno.ENOLCK, "no flock")
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            holder = _current_holder(fd, prev)
             os.close(fd)
-            raise RunDirError(_busy(run_dir, prev)) from None
+            raise RunDirError(_busy(run_dir, holder)) from None
         except OSError as e:
             if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
                 os.close(fd)
@@ -183,6 +184,24 @@ def acquire(run_dir: Path, command: str) -> RunLock:
         stale = prev if prev and prev.get("pid") != os.getpid() else None
         return RunLock(path, fd, stale)
     raise RunDirError(f"{run_dir}: could not take the run directory's lock (it kept changing hands)")
+
+
+def _current_holder(fd: int, before: dict[str, Any], wait: float = 2.0) -> dict[str, Any]:
+    """Who holds the lock we just failed to take.  What the file said before our flock may be a
+    dead predecessor's name (the new holder took the lock but had not yet rewritten the file), so
+    read it again until it names a live process (or names a host we cannot check), for at most
+    ``wait`` seconds: the holder writes its name right after taking the lock."""
+    deadline = time.monotonic() + wait
+    info = before
+    while True:
+        cur = _read_info(fd)
+        if cur:
+            info = cur
+            if holder_state(cur) != "dead":
+                return cur
+        if time.monotonic() >= deadline:
+            return info
+        time.sleep(0.02)
 
 
 def _busy(run_dir: Path, info: dict[str, Any]) -> str:

@@ -347,3 +347,20 @@ def test_real_tunix_traces_soft_and_harsh():
     assert at is None and st["max_s"] < CFG.h
     at, _, _ = first_alarm(collapse_config({"baseline": "warmup"}), None, rows(soft))
     assert at is None
+
+
+def test_the_shipped_profiles_run_grpo_at_shapes_the_detector_is_measured_at():
+    """Every GRPO phase of examples/dipg.toml (cpu profile, and the report's gemma3-1b profile)
+    runs at a batch shape (prompts x generations) that the calibration traces above and
+    bench/bench_collapse.py measure: a new default shape must be added to SHAPES and measured."""
+    import tomllib
+
+    from curriculum.spec import load_spec
+
+    spec = load_spec(ROOT / "examples" / "dipg.toml", profile="cpu")
+    cpu = {(p.train.get("batch_size", 2), p.train.get("num_generations", 4)) for p in spec.phases.values() if p.kind == "grpo"}
+    raw = tomllib.loads((ROOT / "examples" / "dipg.toml").read_text(encoding="utf-8"))
+    gemma = {(ph["train"]["batch_size"], ph["train"]["num_generations"])
+             for ph in raw["profiles"]["gemma3-1b"]["phases"].values() if "num_generations" in ph.get("train", {})}
+    assert cpu == {(8, 8)} and gemma == {(1, 4)}
+    assert cpu | gemma <= set(tr.SHAPES)

@@ -108,6 +108,42 @@ def wait_for_lines(path: Path, n: int, proc: subprocess.Popen, limit: float = 60
 # ------------------------------------------------------------------ item 1: one writer
 
 
+def test_a_refusal_names_the_new_holder_not_the_dead_one_it_replaced(tmp_path):
+    """The race behind two simultaneous resumes: the winner has taken the lock but not yet
+    rewritten the lock file, which still names the killed run.  The loser must name the winner."""
+    import fcntl
+    import socket
+    import threading
+
+    from curriculum import rundir
+    from curriculum.errors import RunDirError
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path = tmp_path / rundir.LOCK
+    path.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "command": "run (killed)"}) + "\n")
+    fd = os.open(path, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the winner holds the lock ...
+
+    def write_name():  # ... and writes its name a moment later
+        time.sleep(0.3)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps({"pid": os.getpid(), "pid_start": rundir._proc_start(os.getpid()),
+                                   "host": socket.gethostname(), "command": "resume (winner)"}) + "\n").encode(), 0)
+
+    t = threading.Thread(target=write_name)
+    t.start()
+    try:
+        with pytest.raises(RunDirError) as e:
+            rundir.acquire(tmp_path, "resume (loser)")
+    finally:
+        t.join()
+        os.close(fd)
+    msg = str(e.value)
+    assert "another process is writing this run directory" in msg
+    assert f"pid {os.getpid()} " in msg and "resume (winner)" in msg and f"pid {dead.pid} " not in msg
+
+
 def test_two_resumes_at_once_one_runs_one_is_refused_naming_it(tmp_path, straight):
     rd = tmp_path / "run"
     r = cli(*run_args(rd, *SLOW), env=_env(CURRICULUM_CRASH_AT="step:50"))
