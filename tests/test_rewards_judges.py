@@ -364,14 +364,22 @@ def test_best_place_is_the_first_best_band_of_diagonals():
         return [j in best[0] for j in range(n)], best[1], best[2] + n
 
     rng = random.Random(5)
-    words = "the drug onc201 has shown potential in models of dipg with elevated gd2 expression atrx loss at 20 mg".split()
     for _ in range(1500):
-        ctx_words = [rng.choice(words[: rng.randint(4, len(words))]) for _ in range(rng.randint(5, 150))]
-        ctx = prepare_context(" ".join(ctx_words))
-        a = rng.randint(0, len(ctx_words) - 3)
-        span = [w if rng.random() > 0.2 else rng.choice(words) for w in ctx_words[a : a + rng.randint(3, 30)]]
+        ctx, span = _random_context_and_span(rng, 4, 5, 150, 0.2)
         if len(span) >= 3:
             assert _best_place(span, ctx) == oracle(span, ctx)
+
+
+_WORDS = "the drug onc201 has shown potential in models of dipg with elevated gd2 expression atrx loss at 20 mg".split()
+
+
+def _random_context_and_span(rng, vocab_min, len_min, len_max, swap):
+    """A random context over a few clinical words and a 3-30-word span copied from it, each word
+    swapped for a random one with probability ``swap``: (prepared context, span tokens)."""
+    ctx_words = [rng.choice(_WORDS[: rng.randint(vocab_min, len(_WORDS))]) for _ in range(rng.randint(len_min, len_max))]
+    a = rng.randint(0, len(ctx_words) - 3)
+    span = [w if rng.random() > swap else rng.choice(_WORDS) for w in ctx_words[a : a + rng.randint(3, 30)]]
+    return prepare_context(" ".join(ctx_words)), span
 
 
 def test_span_checks_match_their_plain_versions():
@@ -397,12 +405,8 @@ def test_span_checks_match_their_plain_versions():
         return True
 
     rng = random.Random(11)
-    words = "the drug onc201 has shown potential in models of dipg with elevated gd2 expression atrx loss at 20 mg".split()
     for _ in range(3000):
-        ctx_words = [rng.choice(words[: rng.randint(3, len(words))]) for _ in range(rng.randint(3, 400))]
-        ctx = prepare_context(" ".join(ctx_words))
-        a = rng.randint(0, len(ctx_words) - 3)
-        span = [w if rng.random() > 0.1 else rng.choice(words) for w in ctx_words[a : a + rng.randint(3, 30)]]
+        ctx, span = _random_context_and_span(rng, 3, 3, 400, 0.1)
         if len(span) >= 3:
             exact = (" " + " ".join(span) + " ") in ctx.token_str
             assert _exact_copy(span, ctx) == exact

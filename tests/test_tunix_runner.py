@@ -59,7 +59,10 @@ def test_sft_to_grpo_chunks_penalties_eval_and_restore(tmp_path):
     needed = set(REWARD_STEP_METRICS) | set(OUTCOME_RATE_METRICS) | set(TRAINER_METRICS)
     assert needed <= m1.keys() <= r.metric_names
     assert r.global_step == 4
-    assert differs(weights(r), w_sft)
+    # a GRPO step moves the weights exactly when some group's rewards differ: with every group
+    # flat (8 new tokens of a 3-step SFT model are often all malformed, all paid the same) the
+    # advantages are zero and the policy still equals its KL reference, so nothing may change
+    assert differs(weights(r), w_sft) == (m1["zero_spread_frac"] < 1.0), m1
 
     # a penalty change between chunks reaches the next step's reward (no rebuild)
     learner = r._learner
@@ -135,6 +138,23 @@ CHILD = textwrap.dedent(
     """
 )
 
+
+
+def test_a_grpo_step_whose_groups_differ_moves_the_weights(tmp_path):
+    """From the shipped policy (well-formed answers, about half of them safe) a GRPO step of 2
+    prompts x 8 has groups whose rewards differ, and that step changes the weights."""
+    from runners.tunix.runner import TunixRunner
+
+    r = TunixRunner()
+    r.open(context(tmp_path / "run", model={"preset": "tiny", "init_from": "shipped"}))
+    before = weights(r)
+    r.setup_phase(grpo_phase(max_new_tokens=112, num_generations=8, learning_rate=1e-4))
+    for _ in range(3):  # a step with every group flat (rare) moves nothing: try the next
+        m = next(r.train(1))
+        if m["zero_spread_frac"] < 1.0:
+            break
+    assert m["zero_spread_frac"] < 1.0 and m["format_error_rate"] < 0.5, m
+    assert m["grad_norm"] > 0 and differs(weights(r), before)
 
 def test_sigkill_mid_training_then_resume_bit_identical(tmp_path):
     from runners.tunix.runner import TunixRunner
