@@ -9,13 +9,13 @@ from __future__ import annotations
 import itertools
 import math
 import re
-
-import ahocorasick
 from dataclasses import dataclass
 from functools import lru_cache
 
+import ahocorasick
+
 from .parse import Parsed
-from .text import NormContext, has_variant_pair, merge_variant_names, variant_pair_spans, normalize, numbers, tokens, split_top, unify_double_quotes, word_start
+from .text import NormContext, merge_variant_names, variant_pair_spans, normalize, numbers, tokens, split_top, unify_double_quotes, word_start
 
 def _fast(rx: re.Pattern[str]) -> re.Pattern[str]:
     """``rx`` with its leading word boundaries rewritten by :func:`rewards.text.word_start`
@@ -973,31 +973,6 @@ _REFUSAL_KEYS = (
 _ABSTAIN_PAIRS = tuple(zip(_ABSTAIN_KEYS, _ABSTAIN_RES))
 _REFUSAL_PAIRS = tuple(zip(_REFUSAL_KEYS, _REFUSAL_RES))
 
-#: Substrings shared by many keywords: a keyword holding one is tested only when the text holds
-#: it (``k in text`` implies ``a in text`` for a substring ``a`` of ``k``), and each is tested
-#: at most once per text, so a typical answer needs half the substring scans.
-_KEY_ANCHORS = ("not", "no ", "enough", "sufficient", "speak ", "talk ")
-
-
-def _anchored(pairs):
-    """``pairs`` as (keywords without an anchor, ((anchor, its keywords), ...), pattern)."""
-    out = []
-    for keys, rx in pairs:
-        free: list[str] = []
-        by_anchor: dict[str, list[str]] = {}
-        for k in keys:
-            a = next((a for a in _KEY_ANCHORS if a in k and a != k), None)
-            if a is None:
-                free.append(k)
-            else:
-                by_anchor.setdefault(a, []).append(k)
-        out.append((tuple(free), tuple((a, tuple(ks)) for a, ks in by_anchor.items()), rx))
-    return tuple(out)
-
-
-_ABSTAIN_TABLE = _anchored(_ABSTAIN_PAIRS)
-_REFUSAL_TABLE = _anchored(_REFUSAL_PAIRS)
-
 # Every keyword of the abstention, refusal and conflict prefilters in one Aho-Corasick automaton
 # (pyahocorasick): one C pass over a text finds which keyword groups occur in it, instead of
 # 40-60 substring scans (``_key_mask``).  Bit k (k < 12): a keyword of abstention pattern k;
@@ -1065,32 +1040,6 @@ def _any_pattern(text: str, pairs: tuple[tuple[tuple[str, ...], re.Pattern[str]]
                 if r.search(text) is not None:
                     return True
                 break
-    return False
-
-
-def _any_anchored(text: str, table) -> bool:
-    """``_any_pattern(text, pairs)`` for ``table = _anchored(pairs)`` (the same answer)."""
-    seen: dict[str, bool] = {}
-    for free, anchored, r in table:
-        hit = False
-        for k in free:
-            if k in text:
-                hit = True
-                break
-        if not hit:
-            for a, keys in anchored:
-                has = seen.get(a)
-                if has is None:
-                    has = seen[a] = a in text
-                if has:
-                    for k in keys:
-                        if k in text:
-                            hit = True
-                            break
-                    if hit:
-                        break
-        if hit and r.search(text) is not None:
-            return True
     return False
 
 

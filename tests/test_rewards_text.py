@@ -116,25 +116,6 @@ def test_keyword_prefilters_are_necessary_conditions():
     assert matched > 300  # the corpus exercises the patterns
 
 
-def test_anchored_keyword_tables_answer_as_the_plain_pairs():
-    # _any_anchored tests shared substrings ("not", "no ") once and skips the keywords holding
-    # an absent one: the same answer as _any_pattern over the plain (keywords, pattern) pairs
-    import random
-
-    from rewards import judges
-
-    words = (
-        "the context text does not doesnt mention report no not enough insufficient sufficient information data "
-        "detail about is reported cannot can not be determined speak to talk with consult a your doctor as an ai "
-        "im not a medical advice unable lacks uncertain possible impossible can be".split()
-    )
-    rng = random.Random(5)
-    for _ in range(20000):
-        t = " ".join(rng.choice(words) for _ in range(rng.randint(1, 12)))
-        for pairs, table in ((judges._ABSTAIN_PAIRS, judges._ABSTAIN_TABLE), (judges._REFUSAL_PAIRS, judges._REFUSAL_TABLE)):
-            assert judges._any_anchored(t, table) == judges._any_pattern(t, pairs), t
-
-
 def _reference_normalize(text):
     """The normal form as plain passes over the whole text (the implementation before the
     per-character-set fast paths), to check normalize against."""
