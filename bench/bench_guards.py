@@ -12,7 +12,6 @@ The collapse detector's false reverts and delays at every batch shape: bench/ben
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time

@@ -143,10 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     t_setup = time.perf_counter()
     runner.setup_phase(grpo)
     grpo_setup = time.perf_counter() - t_setup
-    last = {}
     for m in runner.train(args.grpo_steps):
         grpo_times.append(m["step_time"])
-        last = m
         print(f"grpo step {len(grpo_times)}: {m['step_time']*1000:.0f} ms  reward {m['reward_mean']:.2f}"
               f"  kl {m['kl']:.4f}  len {m['completion_length']:.0f}  format_err {m['format_error_rate']:.2f}", flush=True)
     ck = run_dir / "bench_ckpt"

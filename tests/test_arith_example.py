@@ -8,7 +8,6 @@ import json
 import math
 import os
 import sys
-from pathlib import Path
 
 import pytest
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import shutil
 from pathlib import Path
 
-import pytest
 
 from curriculum.cli import main
 from curriculum.events import read_jsonl

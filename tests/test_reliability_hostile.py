@@ -8,7 +8,6 @@ silent pass; and a run never writes outside its run directory, whatever a name h
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 

@@ -129,7 +129,8 @@ def test_penalty_change_changes_rewards_of_the_same_completions():
     from rewards import PRESETS, score
     from rewards.data import generate_items
 
-    from runners.tunix.runner import TunixRunner, reward_metrics
+    from runners.tunix.grpo import reward_metrics
+    from runners.tunix.runner import TunixRunner
 
     items = generate_items(6, seed=3)
     completions = []

@@ -44,7 +44,7 @@ from runners.tunix.config import (
     ModelSection,
     RunnerSection,
 )
-from runners.tunix.grpo import GrpoHalf, reward_metrics  # noqa: F401  (reward_metrics: tests)
+from runners.tunix.grpo import GrpoHalf
 from runners.tunix.sft import SftHalf
 
 log = structlog.get_logger()
