@@ -1,7 +1,7 @@
 """Does the adaptive curriculum pay off?  Arms from one SFT checkpoint, several seeds, same GRPO steps.
 
-    python bench/study.py                                  # CPU default: 3 arms x 3 seeds, Tunix
-    python bench/study.py --seeds 1 2 3 4 5 --grpo-steps 400
+    python bench/study.py                                  # CPU default: 3 arms x 3 seeds x 102 steps, Tunix
+    python bench/study.py --seeds 1 2 3 4 5 --grpo-steps 200
     python bench/study.py --sft-run runs/my-sft            # start from an SFT run already made
     python bench/study.py --ray auto --ray-workers 2       # each trial a Ray task (local cluster)
     python bench/study.py --ray 10.0.0.5:6379              # ... or on a running Ray cluster
@@ -22,7 +22,9 @@ Trials are subprocesses (`curriculum resume ...`), one after another by default;
 each is a Ray task needing one CPU (run directories must be on a filesystem every node sees).
 At the end `curriculum compare` writes OUT/compare/compare.md and compare.png and the table is
 printed, followed by each arm's final evaluation pooled over seeds and its difference from the
-hand schedule (95% Wilson / Newcombe intervals).
+hand schedule (95% Wilson / Newcombe intervals), and each arm minus the hand schedule seed by seed
+(paired item by item over the final evaluations' items) with the mean over seeds and a t interval
+across seeds, the figure that counts training noise.
 """
 
 from __future__ import annotations
@@ -46,8 +48,10 @@ log = structlog.get_logger("study")
 
 ARMS = ("hand", "adaptive", "soft")
 BRANCH_PHASE = "soft"
-RATES = (("safe_rate", "safe"), ("hallucination_rate", "halluc."), ("refusal_rate", "refusal"),
-         ("consistency_rate", "consist."), ("format_error_rate", "format err."))
+RATES = (("safe_rate", "safe"), ("grounded_rate", "verbatim"), ("hallucination_rate", "halluc."),
+         ("refusal_rate", "refusal"), ("consistency_rate", "consist."), ("format_error_rate", "format err."))
+#: the rates of the per-seed table (arm against the first arm, same seed)
+SEED_RATES = RATES[:3]
 
 
 def arm_overrides(arm: str, grpo_steps: int, start_step: int) -> list[str]:
@@ -154,6 +158,69 @@ def pooled(results: list[dict[str, Any]], arms: list[str]) -> str:
     return "\n".join(L) + "\n"
 
 
+def _last_eval(run_dir: Path):
+    from curriculum.report import load_run
+    from curriculum.report.load import eval_samples
+
+    run = load_run(run_dir)
+    ev = [v for v in run.visits if v.eval]
+    return (ev[-1], eval_samples(run, ev[-1])) if ev else (None, None)
+
+
+def by_seed(results: list[dict[str, Any]], arms: list[str]) -> str:
+    """Each arm against the first arm trained with the same seed (the same SFT weights, data and
+    sampling seed; only the schedule differs), item by item over the final evaluations' common
+    items (Newcombe's paired interval; the independent one when a run wrote no per-item rows),
+    then the mean difference over seeds with a t interval across seeds (training noise)."""
+    from scipy import stats
+
+    from curriculum.report.load import _diff_interval, _paired_outcomes, paired_diff_interval
+
+    base = arms[0]
+    done = {(r["arm"], r["seed"]): Path(r["run_dir"]) for r in results if r["rc"] == 0 and r.get("final")}
+    seeds = sorted({s for _, s in done})
+    evals = {k: _last_eval(v) for k, v in done.items()}
+    L = [f"Each arm minus {base} with the same seed, final evaluations item by item (95% Newcombe "
+         "intervals, paired over the items both judged); last line: the mean over seeds with a 95% t "
+         "interval across seeds:", "",
+         "| arm | seed | items | " + " | ".join(lab for _, lab in SEED_RATES) + " |",
+         "|---|---|---|" + "---|" * len(SEED_RATES)]
+    for arm in arms[1:]:
+        diffs: dict[str, list[float]] = {k: [] for k, _ in SEED_RATES}
+        for s in seeds:
+            if (base, s) not in evals or (arm, s) not in evals or evals[(base, s)][0] is None \
+                    or evals[(arm, s)][0] is None:
+                continue
+            (va, rows_a), (vb, rows_b) = evals[(base, s)], evals[(arm, s)]
+            cells, items = [], "independent"
+            for key, _ in SEED_RATES:
+                pairs = (_paired_outcomes(rows_a, rows_b, key, common=True)
+                         if rows_a is not None and rows_b is not None else None)
+                if pairs:
+                    iv = paired_diff_interval(pairs)
+                    items = f"paired, {len(pairs)}"
+                else:
+                    ia, ib = va.eval_interval(key), vb.eval_interval(key)
+                    iv = _diff_interval(ia, ib) if ia is not None and ib is not None else None
+                if iv is not None and math.isfinite(iv.value):
+                    diffs[key].append(iv.value)
+                cells.append(iv.fmt(digits=3, sign=True) if iv is not None else "–")
+            L.append(f"| {arm} | {s} | {items} | " + " | ".join(cells) + " |")
+        cells = []
+        for key, _ in SEED_RATES:
+            d = diffs[key]
+            if len(d) >= 2:
+                m = sum(d) / len(d)
+                sd = math.sqrt(sum((x - m) ** 2 for x in d) / (len(d) - 1))
+                h = float(stats.t.ppf(0.975, len(d) - 1)) * sd / math.sqrt(len(d))
+                cells.append(f"{m:+.3f} [{m - h:+.3f}, {m + h:+.3f}]")
+            else:
+                cells.append(f"{d[0]:+.3f}" if d else "–")
+        n = max((len(d) for d in diffs.values()), default=0)
+        L.append(f"| {arm} | mean of {n} | | " + " | ".join(cells) + " |")
+    return "\n".join(L) + "\n"
+
+
 def train_sft(args: argparse.Namespace, out: Path) -> Path:
     from curriculum.spec import load_spec
 
@@ -242,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spec", default=str(ROOT / "examples" / "dipg.toml"))
     ap.add_argument("--profile", default=None, help="spec profile (default: the spec's default_profile)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    ap.add_argument("--grpo-steps", type=int, default=200, help="GRPO steps of every trial (default 200)")
+    ap.add_argument("--grpo-steps", type=int, default=102, help="GRPO steps of every trial (default 102: what "
+                    "the default run trains, soft 22 + medium 40 + recovery 40, about 9 min a trial on 2 cores)")
     ap.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {','.join(ARMS)}")
     ap.add_argument("--sft-run", help="branch from this run directory's checkpoint at the start of 'soft' "
                     "instead of training an SFT run first")
@@ -309,7 +377,7 @@ def summarise(results: list[dict[str, Any]], arms: list[str], out: Path) -> int:
             print((out / "compare.log").read_text(), file=sys.stderr)
             return 1
         print((out / "compare" / "compare.md").read_text())
-    summary = pooled(ok, arms)
+    summary = pooled(ok, arms) + ("\n" + by_seed(ok, arms) if len(arms) >= 2 else "")
     (out / "pooled.md").write_text(summary)
     print(summary)
     return 0

@@ -86,6 +86,9 @@ def test_study_one_after_another(tmp_path):
     # the printed table is curriculum compare's, then the arms pooled over seeds
     assert (out / "compare" / "compare.md").read_text().strip() in p.stdout
     assert "| hand | 1 |" in p.stdout and "| adaptive | 1 |" in p.stdout
+    # ... and each arm against the first with the same seed (the simulated runner writes no
+    # per-item rows, so the difference is taken as between independent samples)
+    assert "| adaptive | 3 | independent |" in p.stdout and "| adaptive | mean of 1 |" in p.stdout
     assert "trial_finished" in p.stdout + p.stderr
     # a second study into the same directory reuses its SFT run but never overwrites a trial
     again = study("--out", str(out), "--grpo-steps", "6", "--seeds", "3")
@@ -101,6 +104,10 @@ def test_study_on_a_local_two_worker_ray_cluster(tmp_path):
     # each trial ran as a Ray task in a worker process, and the two workers both took trials
     assert os.getpid() not in {t["worker_pid"] for t in trials}
     assert len({t["worker_pid"] for t in trials}) == 2
+    # the per-seed table pairs each soft trial with the hand trial of its seed, then averages
+    pooled = (out / "pooled.md").read_text()
+    assert "| soft | 1 | independent |" in pooled and "| soft | 2 | independent |" in pooled
+    assert "| soft | mean of 2 |" in pooled and pooled.strip() in p.stdout
     # seeds differ, arms from the same weights: the two hand trials are not copies of each other
     hand = [Path(t["run_dir"]) for t in sorted(trials, key=lambda t: t["seed"]) if t["arm"] == "hand"]
     assert [m["metrics"] for m in steps(hand[0])[-6:]] != [m["metrics"] for m in steps(hand[1])[-6:]]
