@@ -11,7 +11,7 @@ import random
 import pytest
 
 from curriculum.report import load_run, make_report
-from curriculum.report.load import _diff_interval, change_interval, paired_diff_interval
+from curriculum.report.load import _diff_interval, change_detail, change_interval, paired_diff_interval
 from curriculum.report.markdown import summary_table
 from rewards import wilson
 from test_report import build_full_run
@@ -98,10 +98,35 @@ def test_report_pairs_the_items_of_the_first_sft_and_the_final_evaluation(tmp_pa
     assert "paired over the same items" in summary
 
 
+def test_different_item_sets_pair_over_the_items_both_judged(tmp_path):
+    # the end of SFT judged 40 items, the end of the run the first 10 of them (a phase evaluated
+    # on fewer items): start, end and change are all over those 10, paired
+    rd = build_full_run(tmp_path / "run")
+    _write_evals(rd, 40, "sft", [(0, None)] * 10 + [(1, None)] * 30)
+    _write_evals(rd, 240, "medium", [(1, None)] * 6 + [(0, None)] * 4)
+    run = load_run(rd)
+    got = change_detail(run, run.visits[0], run.visits[-1], "safe_rate")
+    assert got.paired and got.common == 10
+    assert got.start.value == 0.0 and got.end.value == pytest.approx(0.6) and got.change.value == pytest.approx(0.6)
+    assert got.change.lo > 0
+    # the evaluations' own rates (all their items) would say the opposite: 0.75 -> 0.6
+    assert run.visits[0].eval_interval("safe_rate").value != got.start.value
+    text = make_report(rd)[1].read_text()
+    assert "over the 10 items both judged" in text
+    line = next(ln for ln in text.splitlines() if ln.startswith("| safe_rate |"))
+    assert line.startswith("| safe_rate | 0.00 [") and "| 0.60 [" in line and "| +0.60 [" in line
+    summary = next(ln for ln in summary_table(run).splitlines() if ln.strip().startswith("safe_rate:"))
+    assert "paired over the 10 items both judged" in summary
+
+
 def test_mismatched_or_damaged_rows_fall_back_to_independent(tmp_path):
     rd = build_full_run(tmp_path / "run")
     _write_evals(rd, 40, "sft", [(1, 0)] * 10)
-    _write_evals(rd, 240, "medium", [(1, 0)] * 11)  # not the same items
+    # no item in common
+    d = rd / "evals"
+    rows = [json.loads(x) for x in (d / "step-0000040-sft.jsonl").read_text().splitlines()]
+    (d / "step-0000240-medium.jsonl").write_text(
+        "".join(json.dumps({**r, "id": "other-" + r["id"]}) + "\n" for r in rows))
     run = load_run(rd)
     _, paired = change_interval(run, run.visits[0], run.visits[-1], "safe_rate")
     assert not paired

@@ -709,20 +709,59 @@ def paired_diff_interval(pairs: list[tuple[int, int]]) -> Interval:
     return Interval(d, max(-1.0, lo), min(1.0, hi))
 
 
-def change_interval(run: RunData, base: PhaseVisit, final: PhaseVisit, key: str,
-                    rows: tuple[list[dict[str, Any]] | None, list[dict[str, Any]] | None] | None = None,
-                    ) -> tuple[Interval, bool] | None:
-    """(final - base for an eval rate, paired?): the paired interval when both evaluations wrote
-    per-item rows for the same items, else Newcombe's interval for two independent rates.
-    ``rows``: the two evaluations' rows already read (``eval_samples``), for several keys."""
+@dataclass(frozen=True)
+class Change:
+    """An eval rate's change between two evaluations: ``start`` and ``end`` are the rates the
+    change is taken between (over the common items when the two judged different item sets),
+    ``paired`` whether the interval pairs the items, ``common`` the number of items paired
+    when the two evaluations judged different sets (0: the same items, or not paired)."""
+
+    start: Interval
+    end: Interval
+    change: Interval
+    paired: bool
+    common: int = 0
+
+
+def _rate_of(outcomes: list[int]) -> Interval:
+    from rewards import wilson
+
+    n = len(outcomes)
+    k = sum(outcomes)
+    return Interval(k / n, *wilson(k, n)) if n else Interval(math.nan)
+
+
+def change_detail(run: RunData, base: PhaseVisit, final: PhaseVisit, key: str,
+                  rows: tuple[list[dict[str, Any]] | None, list[dict[str, Any]] | None] | None = None,
+                  ) -> Change | None:
+    """final - base for an eval rate.  Paired (Newcombe's interval for paired proportions) when
+    both evaluations wrote per-item rows: over all items when they judged the same ones, else
+    over the items both judged (e.g. a phase evaluated on the first 300 of the 1,200 items the
+    end of SFT was), with the two rates then taken over those items too, so that start, end and
+    change describe the same items.  Otherwise (no rows, damaged rows, no item in common)
+    Newcombe's interval for two independent rates.  ``rows``: the two evaluations' rows already
+    read (``eval_samples``), for several keys."""
     a, b = base.eval_interval(key), final.eval_interval(key)
     if a is None or b is None:
         return None
     rows_a, rows_b = rows if rows is not None else (eval_samples(run, base), eval_samples(run, final))
-    pairs = _paired_outcomes(rows_a, rows_b, key) if rows_a is not None and rows_b is not None else None
-    if pairs is not None:
-        return paired_diff_interval(pairs), True
-    return _diff_interval(a, b), False
+    if rows_a is not None and rows_b is not None:
+        pairs = _paired_outcomes(rows_a, rows_b, key)
+        if pairs is not None:
+            return Change(a, b, paired_diff_interval(pairs), True)
+        pairs = _paired_outcomes(rows_a, rows_b, key, common=True)
+        if pairs is not None:
+            return Change(_rate_of([x for x, _ in pairs]), _rate_of([y for _, y in pairs]),
+                          paired_diff_interval(pairs), True, len(pairs))
+    return Change(a, b, _diff_interval(a, b), False)
+
+
+def change_interval(run: RunData, base: PhaseVisit, final: PhaseVisit, key: str,
+                    rows: tuple[list[dict[str, Any]] | None, list[dict[str, Any]] | None] | None = None,
+                    ) -> tuple[Interval, bool] | None:
+    """(final - base for an eval rate, paired?): ``change_detail``'s interval."""
+    got = change_detail(run, base, final, key, rows)
+    return None if got is None else (got.change, got.paired)
 
 
 def _baseline_and_final(run: RunData) -> tuple[PhaseVisit | None, PhaseVisit | None]:

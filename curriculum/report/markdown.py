@@ -15,7 +15,7 @@ from curriculum.report.load import (
     _baseline_and_final,
     _diff_interval,
     _finite,
-    change_interval,
+    change_detail,
     eval_samples,
     _int_or_none,
     _num,
@@ -155,15 +155,16 @@ CHANGE_RATES: tuple[str, ...] = ("safe_rate", "grounded_rate", "correct_rate", "
 
 
 def _changes(run: RunData, base: PhaseVisit, final: PhaseVisit, keys: Sequence[str]):
-    """(key, start, end, change, paired?, change as if independent) for each rate both
-    evaluations have: the change's interval is the paired one when both evaluations wrote
-    per-item rows for the same items (RUN_DIR/evals/), else Newcombe's for independent rates."""
+    """(key, start, end, change, paired?, change as if independent, items in common) for each
+    rate both evaluations have: the change's interval is the paired one when both evaluations
+    wrote per-item rows (RUN_DIR/evals/), over the items both judged (start and end then over
+    those items too; ``common`` > 0 when that is fewer than either judged), else Newcombe's for
+    independent rates."""
     rows = (eval_samples(run, base), eval_samples(run, final))  # read once for every key
     for key in keys:
-        got = change_interval(run, base, final, key, rows)
+        got = change_detail(run, base, final, key, rows)
         if got is not None:
-            a, b = base.eval_interval(key), final.eval_interval(key)
-            yield key, a, b, got[0], got[1], _diff_interval(a, b)
+            yield key, got.start, got.end, got.change, got.paired, _diff_interval(got.start, got.end), got.common
 
 
 def _change_summary(run: RunData) -> list[str]:
@@ -174,9 +175,10 @@ def _change_summary(run: RunData) -> list[str]:
     out = [f"change from the end of {base.name} to the end of the run (eval, 95% CI; Newcombe for the change):"]
     # safe and verbatim proofs are what GRPO should raise; the right-outcome rate shows whether a
     # rise in "safe" came from declining to answer (a cautious non-answer counts as safe)
-    for key, a, b, d, paired, d_ind in _changes(run, base, final, ("safe_rate", "grounded_rate", "correct_rate")):
+    for key, a, b, d, paired, d_ind, common in _changes(run, base, final, ("safe_rate", "grounded_rate", "correct_rate")):
         beyond = "excludes 0" if d.has_ci and (d.lo > 0 or d.hi < 0) else "includes 0"
-        how = f"paired over the same items; as if independent {d_ind.fmt(sign=True)}" if paired else "independent"
+        over = f"the {common} items both judged" if common else "the same items"
+        how = f"paired over {over}; as if independent {d_ind.fmt(sign=True)}" if paired else "independent"
         out.append(f"  {key}: {a.fmt()} -> {b.fmt()}, change {d.fmt(sign=True)} ({beyond}; {how})")
     return out if len(out) > 1 else []
 
@@ -348,16 +350,22 @@ def write_markdown(run: RunData, path: str | Path, png_name: str | None = PNG_NA
         else:
             L.append("| metric | start | end | change [95% CI] |")
             L.append("|---|---|---|---|")
-        for key, a, b, d, paired, d_ind in rows:
+        commons = sorted({r[6] for r in rows if r[4] and r[6]})
+        for key, a, b, d, paired, d_ind, _common in rows:
             if any_paired:
                 L.append(f"| {key} | {a.fmt()} | {b.fmt()} | {d.fmt(sign=True) if paired else '–'} | {d_ind.fmt(sign=True)} |")
             else:
                 L.append(f"| {key} | {a.fmt()} | {b.fmt()} | {d.fmt(sign=True)} |")
         L.append("")
+        if commons:
+            L.append(
+                f"The two evaluations judged different item sets; start, end and change are over the "
+                f"{' / '.join(map(str, commons))} items both judged."
+            )
         if any_paired:
             L.append(
-                "Both evaluations judged the same items (their responses are in `evals/`), so the change's "
-                "interval is Newcombe's for paired proportions (1998, method 10): items whose outcome did "
+                "The change's interval pairs the items both evaluations judged (their responses are in "
+                "`evals/`): Newcombe's interval for paired proportions (1998, method 10), where items whose outcome did "
                 "not change do not widen it. The last column treats the two evaluations as independent "
                 "samples (Newcombe's method for two rates), which is wider. An interval that excludes 0 "
                 "is a change beyond sampling noise."
