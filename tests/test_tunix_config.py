@@ -96,6 +96,22 @@ def test_metric_names_cover_the_protocol():
     assert set(OUTCOME_RATE_METRICS) <= spec.metric_names
 
 
+def test_the_cpu_profile_measures_its_change_on_every_held_out_item():
+    """The default run's headline (end of SFT -> end of run, paired) is over all 1,200 held-out
+    items: the first SFT phase and every phase the run can end in evaluate the whole set; only
+    the checks on the way may take a subset."""
+    from curriculum.spec import load_spec
+
+    spec = load_spec("examples/dipg.toml", profile="cpu")
+    assert spec.model.data["fresh_eval_items"] == 900
+    ph = spec.phases
+    assert ph["sft"].eval.enabled and ph["sft"].eval.num_items is None
+    assert ph["recovery"].eval.enabled and ph["recovery"].eval.num_items is None
+    assert ph["recovery"].next in (None, "end")
+    for name in ("soft", "medium"):  # each leads on to another phase in the default run
+        assert ph[name].eval.num_items in (None, 300)
+
+
 def test_config_import_is_cheap():
     code = "import sys, runners.tunix.config, runners.tunix; print('jax' in sys.modules, 'tunix' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
