@@ -1,7 +1,7 @@
 """Does the adaptive curriculum pay off?  Arms from one SFT checkpoint, several seeds, same GRPO steps.
 
     python bench/study.py                                  # CPU default: 3 arms x 3 seeds x 102 steps, Tunix
-    python bench/study.py --seeds 1 2 3 4 5 --grpo-steps 200
+    python bench/study.py --seeds 1 2 3 4 5 --grpo-steps 200   # more seeds, longer trials
     python bench/study.py --sft-run runs/my-sft            # start from an SFT run already made
     python bench/study.py --ray auto --ray-workers 2       # each trial a Ray task (local cluster)
     python bench/study.py --ray 10.0.0.5:6379              # ... or on a running Ray cluster
