@@ -98,8 +98,9 @@ def test_metric_names_cover_the_protocol():
 
 def test_the_cpu_profile_measures_its_change_on_every_held_out_item():
     """The default run's headline (end of SFT -> end of run, paired) is over all 1,200 held-out
-    items: the first SFT phase and every phase the run can end in evaluate the whole set; only
-    the checks on the way may take a subset."""
+    items: the first SFT phase and recovery, where the default run ends, evaluate the whole set;
+    soft and medium, checks on the way, may take a subset (a run whose `strong` guard never fires
+    ends in soft, and its change is then paired over the items both evaluations judged)."""
     from curriculum.spec import load_spec
 
     spec = load_spec("examples/dipg.toml", profile="cpu")
@@ -108,7 +109,7 @@ def test_the_cpu_profile_measures_its_change_on_every_held_out_item():
     assert ph["sft"].eval.enabled and ph["sft"].eval.num_items is None
     assert ph["recovery"].eval.enabled and ph["recovery"].eval.num_items is None
     assert ph["recovery"].next in (None, "end")
-    for name in ("soft", "medium"):  # each leads on to another phase in the default run
+    for name in ("soft", "medium"):  # both lead on to another phase in the default run
         assert ph[name].eval.num_items in (None, 300)
 
 
