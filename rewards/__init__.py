@@ -1,8 +1,14 @@
 """Reward for DIPG-safety RL post-training: strict format, grounding, correctness, abstention,
 conflict and refusal judges, combined with signed preset values.
 
-Pure Python; importing this package never imports jax (numpy is imported lazily by metrics).
+Importing this package never imports jax (numpy is imported lazily by metrics).  The hot
+modules (text, parse, judges, scoring) run compiled by mypyc when the install built them and
+their sources are unchanged since; otherwise from source (``rewards.native``).
 """
+
+from . import native
+
+native.select()  # before any compiled module can be imported
 
 from .metrics import Metric, aggregate, evaluate, outcome_rates, wilson
 from .parse import Parsed, extract_answer, parse_response

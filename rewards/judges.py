@@ -11,8 +11,9 @@ import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Final
 
-import ahocorasick
+import ahocorasick  # type: ignore[import-untyped,import-not-found]
 
 from .parse import Parsed
 from .text import NormContext, merge_variant_names, variant_pair_spans, normalize, numbers, tokens, split_top, unify_double_quotes, word_start
@@ -41,16 +42,16 @@ def judge_format(parsed: Parsed) -> bool:
 
 #: Near-verbatim tolerance for a quoted span that is not an exact (token-level) copy:
 #: at most this fraction of its words may be unmatched (rounded down) ...
-FUZZY_MAX_UNMATCHED_FRACTION = 0.10
+FUZZY_MAX_UNMATCHED_FRACTION: Final = 0.10
 #: ... never more than this many unmatched words in a row ...
-FUZZY_MAX_UNMATCHED_RUN = 2
+FUZZY_MAX_UNMATCHED_RUN: Final = 2
 #: ... and spans shorter than this many words must match exactly.
-FUZZY_MIN_WORDS = 4
+FUZZY_MIN_WORDS: Final = 4
 
-_ELLIPSIS_RE = re.compile(r"\[?\.\.\.+\]?|\[…\]|…")
-_BULLET_RE = re.compile(r"^\s*(?:[-*•·▪–—]+|\(?\d{1,2}[.)]|\(?[a-z][.)](?=\s))\s*", re.IGNORECASE)
+_ELLIPSIS_RE: Final = re.compile(r"\[?\.\.\.+\]?|\[…\]|…")
+_BULLET_RE: Final = re.compile(r"^\s*(?:[-*•·▪–—]+|\(?\d{1,2}[.)]|\(?[a-z][.)](?=\s))\s*", re.IGNORECASE)
 #: Words an attribution next to a quote may consist of ("The context states:", "From the text").
-ATTRIBUTION_WORDS = frozenset(
+ATTRIBUTION_WORDS: Final = frozenset(
     """the this that a an from according to in per as provided given above below following relevant key
     supporting context text vignette passage case report reports source evidence quote quotes quoted
     excerpt excerpts document note notes record records states state stated says say said noted reads
@@ -58,17 +59,17 @@ ATTRIBUTION_WORDS = frozenset(
     here verbatim see cited and also it is are we i""".split()
 )
 #: Last word of a parenthesised source citation ("(pathology report)", "(MRI note)").
-_CITATION_WORDS = frozenset(
+_CITATION_WORDS: Final = frozenset(
     "report reports note notes consult consultation summary letter record records context text sheet log form chart".split()
 )
 #: First word of a parenthesised note on what a quote shows ("(Provides imaging details)",
 #: "(Lists the drugs and dosing)"): a comment on the evidence, not a claim about the patient.
-_ANNOTATION_VERBS = frozenset(
+_ANNOTATION_VERBS: Final = frozenset(
     """provides provide details detail lists list shows show describes describe gives give supports support
     confirms confirm indicates indicate explains explain summarizes summarises summarize establishes
     establish documents document identifies identify specifies specify relevant""".split()
 )
-_CONNECTIVES = frozenset({"and", "or", "also", "plus", "then", "while", "but", "whereas", "vs", "versus"})
+_CONNECTIVES: Final = frozenset({"and", "or", "also", "plus", "then", "while", "but", "whereas", "vs", "versus"})
 
 
 #: A quote found in the context is evidence only when it carries at least this many content
@@ -77,7 +78,7 @@ _CONNECTIVES = frozenset({"and", "or", "also", "plus", "then", "while", "but", "
 #: "The patient." or, for a question about a mutation, "Focal radiotherapy." are in the
 #: context but show nothing, and a proof made only of such fragments has no evidence
 #: ("missing"), however verbatim.
-EVIDENCE_MIN_TERMS = 3
+EVIDENCE_MIN_TERMS: Final = 3
 
 
 def _is_informative(span_norm: str, toks: list[str], ctx: NormContext, q_terms: frozenset[str]) -> bool:
@@ -156,10 +157,10 @@ def split_proof(proof: str) -> tuple[list[str], list[str]]:
 
 #: A near-verbatim quote may skip at most this many context words in all (a dropped clause)
 #: while staying one place of the context; anything further apart is a different place.
-FUZZY_MAX_SKIP = 8
+FUZZY_MAX_SKIP: Final = 8
 #: Contexts longer than this (in characters of the token string) are searched through the
 #: trigram index only (no substring scan), so the work per quote does not grow with them.
-_SCAN_MAX_CHARS = 20_000
+_SCAN_MAX_CHARS: Final = 20_000
 
 
 def _trigrams(toks: list[str]) -> list[str]:
@@ -250,7 +251,7 @@ def _too_many_new_words(toks: list[str], ctx: NormContext) -> bool:
 
 
 #: context (normalised text) -> the stems of its tokens (``NormContext.toks``), in order
-_CTX_STEMS: dict[str, tuple[str, ...]] = {}
+_CTX_STEMS: Final[dict[str, tuple[str, ...]]] = {}
 
 
 def _context_stems(ctx: NormContext) -> tuple[str, ...]:
@@ -352,10 +353,10 @@ def span_in_context(span_norm: str, ctx: NormContext, toks: list[str] | None = N
     return unmatched <= int(n * FUZZY_MAX_UNMATCHED_FRACTION) and longest <= FUZZY_MAX_UNMATCHED_RUN
 
 
-_QMARK = "\x01"  # stands for a double quote while the whole proof is normalised at once
-_NLMARK = "\x02"  # stands for a line break
+_QMARK: Final = "\x01"  # stands for a double quote while the whole proof is normalised at once
+_NLMARK: Final = "\x02"  # stands for a line break
 #: what a line holding no evidence is made of (besides the line breaks between lines)
-_NOT_SEGMENT = " \t.,;:-()[]" + _NLMARK
+_NOT_SEGMENT: Final = " \t.,;:-()[]" + _NLMARK
 
 
 def split_proof_normalized(proof: str) -> tuple[list[str], list[str]]:
@@ -393,7 +394,7 @@ def split_proof_normalized(proof: str) -> tuple[list[str], list[str]]:
     return quoted, segments
 
 
-_BULLET_FIRST = frozenset("-*•·▪–—(0123456789")
+_BULLET_FIRST: Final = frozenset("-*•·▪–—(0123456789")
 
 
 def _may_be_bullet(line: str) -> bool:
@@ -466,12 +467,12 @@ def judge_grounding(proof: str, ctx: NormContext, cut_off: bool = False, questio
                      trivial_spans=tuple(trivial))
 
 
-_WORD_RE = re.compile(r"\w")
+_WORD_RE: Final = re.compile(r"\w")
 
 # Per-score memos.  The scorer asks several judges about the same answer and proof; these
 # caches are deliberately tiny (a handful of entries) so they only share work *within* one
 # score() call and never across responses (a GRPO completion is new text every time).
-_SCORE_MEMO = 8
+_SCORE_MEMO: Final = 8
 
 
 @lru_cache(maxsize=_SCORE_MEMO)
@@ -503,7 +504,7 @@ def judge_answer_support(answer_norm: "str | Answer", ctx: NormContext, question
 
 # --------------------------------------------------------------------------- words
 
-STOPWORDS = frozenset(
+STOPWORDS: Final = frozenset(
     """a an the of to in on at by for with from and or but as is are was were be been being it its
     this that these those there here which who whom whose what when where why how than then so
     such any all each per via into onto over under after before during about against between
@@ -512,22 +513,22 @@ STOPWORDS = frozenset(
     same both either if while until up down out off again further once not no nor""".split()
 )
 #: Words about the response itself / the source, ignored when comparing claims.
-META_WORDS = frozenset(
+META_WORDS: Final = frozenset(
     """context text vignette passage case information report reports reported reporting state
     states stated says say note notes noted mention mentions mentioned provide provided give gives
     given contain contains include includes document documented answer question conflict
     conflicting conflicts contradict contradicts contradictory contradiction inconsistent
     discrepancy different differ record records value values two""".split()
 )
-_NEG_RE = re.compile(
+_NEG_RE: Final = re.compile(
     r"\b(?:not|no|never|none|neither|nor|without|cannot|cant|dont|doesnt|didnt|isnt|arent|"
     r"wasnt|werent|wont|absent|negative)\b"
 )
 #: the words of _NEG_RE: it matches exactly when one of them is a whole word token
-_NEG_WORDS = frozenset(_NEG_RE.pattern[len("\\b(?:") : -len(")\\b")].split("|"))
+_NEG_WORDS: Final = frozenset(_NEG_RE.pattern[len("\\b(?:") : -len(")\\b")].split("|"))
 
 
-_STEMS: dict[str, str] = {}
+_STEMS: Final[dict[str, str]] = {}
 
 
 def _stem(tok: str) -> str:
@@ -672,11 +673,11 @@ def has_negation(norm_text: str) -> bool:
 
 #: Fraction of the reference's key terms a correct answer must contain (all of them when the
 #: reference has at most ``CORRECT_ALL_TERMS_UPTO`` key terms).
-CORRECT_TERM_RECALL = 0.6
-CORRECT_ALL_TERMS_UPTO = 3
+CORRECT_TERM_RECALL: Final = 0.6
+CORRECT_ALL_TERMS_UPTO: Final = 3
 #: An answer may add at most max(8, 2 x reference key terms) key terms of its own, so pasting
 #: the whole context is not a correct answer.
-CORRECT_MIN_EXTRA_TERMS = 8
+CORRECT_MIN_EXTRA_TERMS: Final = 8
 
 
 @lru_cache(maxsize=8192)
@@ -687,7 +688,7 @@ def _reference_facts(expected_norm: str) -> tuple[frozenset[str], frozenset[str]
 
 # Schedule and route phrases, rewritten to one token each before answers are compared, so
 # "once a week" == "once weekly" == "weekly" and "twice weekly" != "once weekly".
-_SCHEDULE_PATTERNS: tuple[tuple[str, str], ...] = (
+_SCHEDULE_PATTERNS: Final[tuple[tuple[str, str], ...]] = (
         (r"\b(?:three times|thrice|3 times|3x) (?:a |per |each |every )?week(?:ly)?\b|\btiw\b", " sched3xweek "),
         (r"\b(?:twice|two times|2 times|2x) (?:a |per |each |every )?week(?:ly)?\b|\btwice-weekly\b|\bbiw\b", " sched2xweek "),
         (r"\bevery (?:other|2nd|second) week\b|\bevery 2 weeks\b|\bbiweekly\b|\bq2w\b", " schedq2week "),
@@ -703,11 +704,11 @@ _SCHEDULE_PATTERNS: tuple[tuple[str, str], ...] = (
 # (every pattern starts a word with one of these letters: the lookahead rejects other positions
 # before the alternation is tried, several times faster on long answers, same matches; the
 # word_start rewrite is 4x slower here: with named groups the engine finds no first-letter set)
-_SCHEDULE_RE = re.compile(
+_SCHEDULE_RE: Final = re.compile(
     "(?=[t23beqowdpi])(?<!\\w)(?:" + "|".join(f"(?P<g{i}>{pat})" for i, (pat, _) in enumerate(_SCHEDULE_PATTERNS)) + ")"
 )
-_SCHEDULE_TOKENS = {f"g{i}": tok for i, (_, tok) in enumerate(_SCHEDULE_PATTERNS)}
-_SCHEDULE_KEYS = ("week", "day", "daily", "tiw", "biw", "qw", "q2w", "q3w", "bid", "tid", "qd", "oral", "po", "iv", "intraven", "mouth")
+_SCHEDULE_TOKENS: Final = {f"g{i}": tok for i, (_, tok) in enumerate(_SCHEDULE_PATTERNS)}
+_SCHEDULE_KEYS: Final = ("week", "day", "daily", "tiw", "biw", "qw", "q2w", "q3w", "bid", "tid", "qd", "oral", "po", "iv", "intraven", "mouth")
 
 
 def _schedules(norm_text: str) -> tuple[str, frozenset[str]]:
@@ -725,9 +726,9 @@ def _schedules(norm_text: str) -> tuple[str, frozenset[str]]:
 
 
 #: for reference answers, which repeat (answers are not memoised: they rarely repeat)
-_reference_schedules = lru_cache(maxsize=8192)(_schedules)
+_reference_schedules: Final = lru_cache(maxsize=8192)(_schedules)
 #: per-score memo for answers (judge_correct asks twice: through judge_schedule and for the text)
-_answer_schedules = lru_cache(maxsize=_SCORE_MEMO)(_schedules)
+_answer_schedules: Final = lru_cache(maxsize=_SCORE_MEMO)(_schedules)
 
 
 def judge_schedule(answer_norm: str, expected_norm: str) -> bool:
@@ -748,14 +749,14 @@ def _schedules_agree(a: frozenset[str], r: frozenset[str]) -> bool:
     return True
 
 
-_QUANTITY_RE = re.compile(
+_QUANTITY_RE: Final = re.compile(
     r"\b(?:dose|doses|dosage|dosing|dosed|how much|how many|how long|rate|percentage|percent|mg|gy|months?|weeks?|"
     r"days?|survival|number|cumulative|total|count|level|size|duration|frequency|schedule|volume|change|"
     r"probability|reduction|ratio|age|when|value|concentration|threshold|risk)\b|%"
 )
 
 
-_DOSE_WORDS = frozenset("mg m2 kg gy ml mcg μg g dose doses dosage".split())
+_DOSE_WORDS: Final = frozenset("mg m2 kg gy ml mcg μg g dose doses dosage".split())
 
 
 @lru_cache(maxsize=8192)
@@ -832,7 +833,7 @@ def _correct_reference(expected_norm: str, question_norm: str) -> tuple:
     head_nums, head_terms, ref_neg = _reference_facts(headline)
     asks = _asks_quantity(question_norm)
     q_terms = question_terms(question_norm)
-    ref_terms = head_terms - q_terms or head_terms
+    ref_terms: "frozenset[str] | set[str]" = head_terms - q_terms or head_terms
     if not asks:  # the dose's units, schedule and route were not asked for either
         ref_terms = {t for t in ref_terms if t not in _DOSE_WORDS and not t.startswith(("sched", "route"))} or ref_terms
     need = len(ref_terms) if len(ref_terms) <= CORRECT_ALL_TERMS_UPTO else CORRECT_TERM_RECALL * len(ref_terms)
@@ -845,8 +846,8 @@ def _correct_reference(expected_norm: str, question_norm: str) -> tuple:
 
 # --------------------------------------------------------------------------- abstention / conflict / refusal
 
-_SRC = r"(?:context|text|vignette|passage|case|information|notes?|reports?|records?|data|documents?|excerpt|source|summary|details|findings)"
-_ABSTAIN_RES = (
+_SRC: Final = r"(?:context|text|vignette|passage|case|information|notes?|reports?|records?|data|documents?|excerpt|source|summary|details|findings)"
+_ABSTAIN_RES: tuple[re.Pattern[str], ...] = (
     re.compile(
         _SRC + r"s? (?:provided |given |above |here )?(?:does not|doesnt|do not|dont|did not|didnt|"
         r"fails to|fail to) (?:\w+ ){0,2}?(?:contain|include|mention|report|state|specify|provide|give|"
@@ -912,7 +913,7 @@ _CONFLICT_NEG_RE = re.compile(
     r"disagree\w*|inconsisten\w*|differ\w*)\b"
 )
 _CONFLICT_NEG_RE = _fast(_CONFLICT_NEG_RE)
-_REFUSAL_RES = (
+_REFUSAL_RES: tuple[re.Pattern[str], ...] = (
     re.compile(
         r"\b(?:i|we) (?:cant|cannot|can not|am unable to|m unable to|are unable to|am not able to|"
         r"m not able to|wont|will not|must decline to|have to decline to|decline to|am not allowed to|"
@@ -934,7 +935,7 @@ _REFUSAL_RES = tuple(_fast(r) for r in _REFUSAL_RES)
 # Cheap keyword prefilters: a pattern can only match when one of its keywords is present, so
 # most texts never reach the (slower) regexes.
 # one keyword group per abstention pattern, in the order of _ABSTAIN_RES
-_ABSTAIN_KEYS = (
+_ABSTAIN_KEYS: Final = (
     ("does not", "doesnt", "do not", "dont", "did not", "didnt", "fail"),
     ("not ",),
     # "no|not enough|insufficient" + " " + "information|mention|data|detail..."
@@ -950,17 +951,17 @@ _ABSTAIN_KEYS = (
     ("does not", "doesnt", "do not", "dont"),
     ("can be",),
 )
-_CONFLICT_KEYS = ("conflict", "contradict", "inconsisten", "discrepan", "disagree", "agree", "differ", "match", "align",
-                  "but ")
+_CONFLICT_KEYS: Final = ("conflict", "contradict", "inconsisten", "discrepan", "disagree", "agree", "differ", "match", "align",
+                         "but ")
 #: Words naming a source: "X is inconsistent with Y" reports a conflict only between sources
 #: ("the pathology is inconsistent with the imaging"), not a finding vs a diagnosis ("imaging
 #: inconsistent with DIPG").
-_SOURCE_WORDS = frozenset(
+_SOURCE_WORDS: Final = frozenset(
     """report reports imaging pathology radiology note notes biopsy mri scan scans consult consultation
     opinion opinions assay sources source record records histology neuropathology neuroradiology""".split()
 )
-_INCONSISTENT_WITH_RE = re.compile(r"\b(?:inconsistent|not consistent) with\b")
-_REFUSAL_KEYS = (
+_INCONSISTENT_WITH_RE: Final = re.compile(r"\b(?:inconsistent|not consistent) with\b")
+_REFUSAL_KEYS: Final = (
     ("cant", "cannot", "can not", "unable", "not able", "wont", "will not", "decline", "not allowed"),
     # (the pattern's verbs, each followed by a space: rarer in answers than the nouns it needs too)
     ("consult ", "speak to ", "speak with ", "talk to ", "talk with ", "contact ", "ask "),
@@ -970,20 +971,20 @@ _REFUSAL_KEYS = (
 )
 
 
-_ABSTAIN_PAIRS = tuple(zip(_ABSTAIN_KEYS, _ABSTAIN_RES))
-_REFUSAL_PAIRS = tuple(zip(_REFUSAL_KEYS, _REFUSAL_RES))
+_ABSTAIN_PAIRS: Final = tuple(zip(_ABSTAIN_KEYS, _ABSTAIN_RES))
+_REFUSAL_PAIRS: Final = tuple(zip(_REFUSAL_KEYS, _REFUSAL_RES))
 
 # Every keyword of the abstention, refusal and conflict prefilters in one Aho-Corasick automaton
 # (pyahocorasick): one C pass over a text finds which keyword groups occur in it, instead of
 # 40-60 substring scans (``_key_mask``).  Bit k (k < 12): a keyword of abstention pattern k;
 # bit 12 + k: of refusal pattern k; _CONFLICT_BIT: a conflict keyword.
-_REFUSAL_SHIFT = len(_ABSTAIN_KEYS)
-_CONFLICT_BIT = 1 << (_REFUSAL_SHIFT + len(_REFUSAL_KEYS))
-_ABSTAIN_BITS = (1 << _REFUSAL_SHIFT) - 1
-_REFUSAL_BITS = ((1 << len(_REFUSAL_KEYS)) - 1) << _REFUSAL_SHIFT
+_REFUSAL_SHIFT: Final = len(_ABSTAIN_KEYS)
+_CONFLICT_BIT: Final = 1 << (_REFUSAL_SHIFT + len(_REFUSAL_KEYS))
+_ABSTAIN_BITS: Final = (1 << _REFUSAL_SHIFT) - 1
+_REFUSAL_BITS: Final = ((1 << len(_REFUSAL_KEYS)) - 1) << _REFUSAL_SHIFT
 
 
-def _keyword_automaton():
+def _keyword_automaton() -> "ahocorasick.Automaton":
     bits: dict[str, int] = {}
     groups = [(k, keys) for k, keys in enumerate(_ABSTAIN_KEYS)]
     groups += [(_REFUSAL_SHIFT + k, keys) for k, keys in enumerate(_REFUSAL_KEYS)]
@@ -998,8 +999,8 @@ def _keyword_automaton():
     return automaton
 
 
-_KEYWORDS = _keyword_automaton()
-_KEYWORDS_ITER = _KEYWORDS.iter
+_KEYWORDS: Final = _keyword_automaton()
+_KEYWORDS_ITER: Final = _KEYWORDS.iter
 
 
 def _key_mask(text: str) -> int:
@@ -1067,7 +1068,7 @@ def judge_on_topic(answer_norm: "str | Answer", question_norm: str) -> bool:
 
 
 #: Words naming the patient, ignored by ``judge_on_topic`` when the question has others.
-_PATIENT_WORDS = frozenset("patient child boy girl kid infant adolescent".split())
+_PATIENT_WORDS: Final = frozenset("patient child boy girl kid infant adolescent".split())
 
 
 def judge_conflict(answer_norm: str) -> bool:
@@ -1104,13 +1105,13 @@ def has_refusal_boilerplate(answer_norm: str) -> bool:
 
 
 #: A canned refusal is short: longer answers are never treated as one.
-REFUSAL_MAX_CHARS = 400
+REFUSAL_MAX_CHARS: Final = 400
 #: Words that carry no content in a refusal ("Sorry, unfortunately I can't help with your request").
-_REFUSAL_FILLER = frozenset(
+_REFUSAL_FILLER: Final = frozenset(
     """sorry unfortunately please however request question help assist understand apologize apologise
     thank thanks qualified""".split()
 )
-_SENTENCE_RE = re.compile(r"[.!?;:\n]+")
+_SENTENCE_RE: Final = re.compile(r"[.!?;:\n]+")
 
 
 def judge_refusal(answer_norm: "str | Answer", abstained: bool | None = None, conflict: bool | None = None) -> bool:
@@ -1123,22 +1124,21 @@ def judge_refusal(answer_norm: "str | Answer", abstained: bool | None = None, co
     Apostrophes are removed by normalisation, so curly and straight ones are the same.
     ``abstained``/``conflict`` may be passed when already computed."""
     a = answer_norm if isinstance(answer_norm, Answer) else None
-    if a is not None:
-        answer_norm = a.norm
-    if len(answer_norm) > REFUSAL_MAX_CHARS:
+    text: str = a.norm if a is not None else answer_norm  # type: ignore[assignment]
+    if len(text) > REFUSAL_MAX_CHARS:
         return False
     if a is not None:  # (the answer's keyword groups are known: no second keyword pass)
-        if not _any_masked(answer_norm, (a.keys & _REFUSAL_BITS) >> _REFUSAL_SHIFT, _REFUSAL_RES):
+        if not _any_masked(text, (a.keys & _REFUSAL_BITS) >> _REFUSAL_SHIFT, _REFUSAL_RES):
             return False
-    elif not has_refusal_boilerplate(answer_norm):
+    elif not has_refusal_boilerplate(text):
         return False
     if abstained is None:
-        abstained = a.abstained if a is not None else judge_abstention(answer_norm)
+        abstained = a.abstained if a is not None else judge_abstention(text)
     if conflict is None:
-        conflict = a.conflict if a is not None else judge_conflict(answer_norm)
+        conflict = a.conflict if a is not None else judge_conflict(text)
     if abstained or conflict:
         return False
-    rest = " ".join(sent for sent in _SENTENCE_RE.split(answer_norm) if not has_refusal_boilerplate(sent))
+    rest = " ".join(sent for sent in _SENTENCE_RE.split(text) if not has_refusal_boilerplate(sent))
     if numbers(rest):
         return False
     return len(content_terms(rest, _REFUSAL_FILLER)) <= 2
@@ -1147,7 +1147,7 @@ def judge_refusal(answer_norm: "str | Answer", abstained: bool | None = None, co
 # --------------------------------------------------------------------------- proof/answer consistency
 
 #: Fraction of the answer's key terms that must appear in the proof.
-CONSISTENCY_TERM_RECALL = 0.5
+CONSISTENCY_TERM_RECALL: Final = 0.5
 
 
 def judge_consistency(
@@ -1193,20 +1193,20 @@ def _consistency_drop(question_norm: str) -> frozenset[str]:
 
 #: Direction words, by stem prefix: a claim that something got better (``down``: the tumour
 #: shrank, symptoms resolved) or worse (``up``: progression, worsening, enlargement).
-_DIRECTION_PREFIXES: dict[str, tuple[str, ...]] = {
+_DIRECTION_PREFIXES: Final[dict[str, tuple[str, ...]]] = {
     "better": ("respon", "improv", "reduc", "decreas", "shrink", "shrank", "resol", "regress", "diminish", "relie"),
     "worse": ("progress", "worsen", "increas", "grow", "enlarg", "deteriorat", "exacerbat"),
 }
-_OPPOSITE = {"better": "worse", "worse": "better"}
+_OPPOSITE: Final = {"better": "worse", "worse": "better"}
 #: Subjects a direction claim may be about, and the words that name the same thing.
-_SUBJECT_SYNONYMS: dict[str, frozenset[str]] = {
+_SUBJECT_SYNONYMS: Final[dict[str, frozenset[str]]] = {
     w: frozenset({"tumor", "tumour", "lesion", "disease", "glioma", "dipg", "mass"})
     for w in ("tumor", "tumour", "lesion", "disease", "glioma", "dipg", "mass")
 }
-_NEG_CUES = frozenset(
+_NEG_CUES: Final = frozenset(
     "not no never none without cannot cant dont doesnt didnt isnt arent wasnt werent wont absent absence lack lacks lacking nor neither".split()
 )
-_DIRECTION_CACHE: dict[str, str | None] = {}
+_DIRECTION_CACHE: Final[dict[str, str | None]] = {}
 
 
 def _direction(tok: str) -> str | None:
@@ -1223,7 +1223,7 @@ def _direction(tok: str) -> str | None:
 
 
 #: tokens known to be no direction word (filled by _directions; bounded as _DIRECTION_CACHE)
-_NOT_DIRECTION: set[str] = set()
+_NOT_DIRECTION: Final[set[str]] = set()
 
 
 def _directions(toks: list[str] | tuple[str, ...], tokset: "set[str] | frozenset[str] | None" = None) -> list[tuple[int, str]]:
@@ -1298,7 +1298,7 @@ def judge_direction(answer_norm: "str | Answer", ctx: NormContext) -> list[str]:
     sents = None
     bad = []
     for i, d in dirs:
-        subj = set()
+        subj: set[str] = set()
         # "resolution of headache": the subject follows; "the disease is progressing": it precedes
         near = toks[i + 1 : i + 5] if toks[i + 1 : i + 2] in (("of",), ("in",)) else toks[max(0, i - 3) : i] + toks[i + 1 : i + 4]
         for w in near:
@@ -1322,7 +1322,7 @@ def judge_direction(answer_norm: "str | Answer", ctx: NormContext) -> list[str]:
 
 #: Claims of evidence strength that need the context (or question) to say so: approval,
 #: proof, statistical significance, cure, efficacy.  Each maps to the words that support it.
-_STRENGTH_TERMS: dict[str, frozenset[str]] = {
+_STRENGTH_TERMS: Final[dict[str, frozenset[str]]] = {
     "approved": frozenset({"approved", "approval", "approve"}),
     "approval": frozenset({"approved", "approval", "approve"}),
     "fda": frozenset({"fda"}),
@@ -1381,21 +1381,21 @@ def _split_sentences(norm_text: str) -> list[str]:
 
 #: Words that say an abstention is about certainty, not about what the context mentions
 #: ("does not give a definitive diagnosis"): such abstentions are not checked against it.
-_HEDGES = frozenset("definitive definitively definite conclusive conclusively clear clearly precise exact certain enough sufficient".split())
+_HEDGES: Final = frozenset("definitive definitively definite conclusive conclusively clear clearly precise exact certain enough sufficient".split())
 #: Words of an abstention's topic that name no content ("no information about ...").
-_TOPIC_GENERIC = META_WORDS | frozenset(
+_TOPIC_GENERIC: Final = META_WORDS | frozenset(
     """information data detail details specific any evidence numerical result results regarding about
     mention available relevant further additional explicit explicitly direct directly actual""".split()
 )
-_TOPIC_END_RE = re.compile(r",|;| such as | which | but | because | so | while | whereas | although | e\.g\.")
-_TOPIC_SPLIT_RE = re.compile(r" or | and | nor |/")
+_TOPIC_END_RE: Final = re.compile(r",|;| such as | which | but | because | so | while | whereas | although | e\.g\.")
+_TOPIC_SPLIT_RE: Final = re.compile(r" or | and | nor |/")
 #: Share of a topic's content words one affirmative context sentence must hold for the topic
 #: to count as reported.
-ABSTAIN_TOPIC_RECALL = 0.6
+ABSTAIN_TOPIC_RECALL: Final = 0.6
 #: A quantity word in an abstention's topic ("the radiotherapy dose", "the symptom duration")
 #: is what a number with one of these units states: "does not report the radiotherapy dose"
 #: misstates a context reporting "radiotherapy was 30 Gy" although the word "dose" is absent.
-_QUANTITY_UNITS: dict[str, frozenset[str]] = {
+_QUANTITY_UNITS: Final[dict[str, frozenset[str]]] = {
     "dose": frozenset("gy cgy mg mcg ug g ml iu unit mg/kg mg/m2".split()),
     "dosage": frozenset("gy cgy mg mcg ug g ml iu unit mg/kg mg/m2".split()),
     "duration": frozenset("day days week weeks month months year years hour hours".split()),
@@ -1429,15 +1429,15 @@ def _abstention_topics(sent: str, keys: int | None = None) -> list[str]:
                 topic = topic[cut[-1].end() :]
         else:
             topic = sent[m.end() :]
-            cut = _TOPIC_END_RE.search(topic)
-            if cut:
-                after = topic[cut.start() :].lstrip(", ")
+            stop = _TOPIC_END_RE.search(topic)
+            if stop:
+                after = topic[stop.start() :].lstrip(", ")
                 if after.startswith("such as "):
                     # "does not contain X, such as Y": the examples Y are said to be missing too
                     rest = after[8:]
                     end = _TOPIC_END_RE.search(rest)
                     out.append(rest[: end.start()] if end else rest)
-                topic = topic[: cut.start()]
+                topic = topic[: stop.start()]
         out.append(topic)
     return out
 
@@ -1477,7 +1477,7 @@ def judge_abstention_truthful(answer_norm: "str | Answer", ctx: NormContext) -> 
                     index = _affirmative_index(ctx.norm)
                 hits: dict[int, int] = {}
                 for t in terms:
-                    ids = index.get(t, ())
+                    ids: "frozenset[int] | set[int] | tuple[()]" = index.get(t, ())
                     for v in (t + "s", t[:-1] + "ies") if t.endswith("y") else (t + "s",):
                         more = index.get(v)
                         if more:
@@ -1520,7 +1520,7 @@ def unsupported_claims(answer_norm: "str | Answer", ctx: NormContext, question_n
     )
 
 
-_DECLINE_RE = re.compile(
+_DECLINE_RE: Final = re.compile(
     r"\b(?:i|we) (?:cannot|cant|can not|am unable to|m unable to|am not able to|m not able to) "
     r"(?:\w+ly )?(?:determine|ascertain|say|tell|establish|provide a (?:\w+ )?(?:answer|recommendation|dose))\b"
 )

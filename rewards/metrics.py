@@ -124,7 +124,7 @@ def bootstrap_reward_metrics(
 def _quantile_index(cdf, q: float) -> int:
     import numpy as np
 
-    return int(min(len(cdf) - 1, np.searchsorted(cdf, q - 1e-12)))
+    return int(min(len(cdf) - 1, np.searchsorted(cdf, q - 1e-12)))  # type: ignore[call-overload]
 
 
 def reward_metrics(values: Sequence[float]) -> dict[str, Metric]:

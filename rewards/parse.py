@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Final
 
-_TAGS = tuple((f"<{n}>", n) for n in ("think", "/think", "proof", "/proof", "answer", "/answer"))
+_TAGS: Final = tuple((f"<{n}>", n) for n in ("think", "/think", "proof", "/proof", "answer", "/answer"))
 #: what follows the "<" of each tag -> its index in _TAGS
-_TAG_INDEX = {tag[1:]: k for k, (tag, _) in enumerate(_TAGS)}
+_TAG_INDEX: Final = {tag[1:]: k for k, (tag, _) in enumerate(_TAGS)}
 
 #: Responses longer than this are format errors without being parsed (a runaway generation).
-MAX_RESPONSE_CHARS = 1_000_000
+MAX_RESPONSE_CHARS: Final = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class Parsed:
     proof_cut: bool = False  # (lenient parse) the proof ran unclosed to the end: a cut-off generation
 
 
-def parse_response(text: str) -> Parsed:
+def parse_response(text: object) -> Parsed:
     """Parse a response strictly.
 
     Well formed means: the six tags ``<think> </think> <proof> </proof> <answer> </answer>``
@@ -74,7 +75,7 @@ def parse_response(text: str) -> Parsed:
     return Parsed(True, think=text[e0:s1].strip(), proof=text[e2:s3].strip(), answer=answer)
 
 
-_ANSWER_RE = re.compile(r"<answer>(.*?)(?:</answer>|\Z)", re.DOTALL)
+_ANSWER_RE: Final = re.compile(r"<answer>(.*?)(?:</answer>|\Z)", re.DOTALL)
 
 
 def extract_answer(text: str) -> str:
@@ -89,7 +90,7 @@ def extract_answer(text: str) -> str:
     return text.strip()
 
 
-_TAG_RE = re.compile(r"</?(?:think|proof|answer)>")
+_TAG_RE: Final = re.compile(r"</?(?:think|proof|answer)>")
 
 
 def _section(text: str, tag: str) -> tuple[str, bool]:
@@ -116,7 +117,7 @@ def _drop_partial_word(s: str) -> str:
     return s[:j]
 
 
-def parse_lenient(text: str, strict: Parsed | None = None) -> Parsed:
+def parse_lenient(text: object, strict: Parsed | None = None) -> Parsed:
     """Best-effort sections of a malformed response, for judging its content in the metrics
     (its reward still pays the format penalty): the last ``<proof>`` and ``<answer>`` sections,
     each up to its closing tag, the next tag or the end of the text; a section cut off at the

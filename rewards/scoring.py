@@ -6,7 +6,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import Any, Final, Mapping
 
 from .judges import (
     REFUSAL_MAX_CHARS,
@@ -25,7 +25,7 @@ from .parse import Parsed, extract_answer, parse_lenient, parse_response
 from .presets import OUTCOME_KEY, REWARD_KEYS, TASK_TYPES
 from .text import normalize, normalize_cached, prepare_context
 
-_ANY_TAG_RE = re.compile(r"</?(?:think|proof|answer)>")
+_ANY_TAG_RE: Final = re.compile(r"</?(?:think|proof|answer)>")
 
 
 @lru_cache(maxsize=8192)
@@ -35,7 +35,7 @@ def _expected_norm(expected: str) -> str:
 
 
 #: Flags every verdict carries.
-FLAG_NAMES: tuple[str, ...] = (
+FLAG_NAMES: Final[tuple[str, ...]] = (
     "format_ok",
     "grounded",
     "hallucination",
@@ -161,7 +161,7 @@ def _judge_content(parsed: Parsed, item: Item, refusal: bool = True, answer: Ans
     return c, detail
 
 
-def score(response: str, item: Item, preset: Mapping[str, float]) -> Verdict:
+def score(response: object, item: Item, preset: Mapping[str, float]) -> Verdict:
     """Score one response for one item under ``preset`` (the 12 signed values).
 
     Which outcome pays which key (see docs/rewards.md for the full table):
@@ -187,7 +187,7 @@ def score(response: str, item: Item, preset: Mapping[str, float]) -> Verdict:
     p = _preset_values(preset)
     t = item.type
     flags = dict.fromkeys(FLAG_NAMES, False)
-    if not isinstance(response, str):
+    if not isinstance(response, str):  # (a non-string is scored as its text, None as "")
         response = "" if response is None else str(response)
     parsed = parse_response(response)
     flags["format_ok"] = judge_format(parsed)

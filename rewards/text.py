@@ -16,24 +16,25 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Final
 
-_SUPERSCRIPTS = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹", "0123456789")
-_SUPER_RE = re.compile(r"[⁰¹²³⁴⁵⁶⁷⁸⁹]+")
-_DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d\u00ad"
-_QUOTES = "\"'`\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u201f\u2032\u2033\u00ab\u00bb\u2039\u203a\u02bc\uff02\uff07"
-_SYMBOLS = "/≥≤<>=±^"
-_SYMBOLS_ASCII = "".join(c for c in _SYMBOLS if c.isascii())
-_SYMBOLS_NON_ASCII = frozenset(c for c in _SYMBOLS if not c.isascii())
-_LETTER_POWER_RE = re.compile(r"([^\W\d_])\^(\d)")
-_TOKEN_RE = re.compile(r"\w+")
+_SUPERSCRIPTS: Final = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹", "0123456789")
+_SUPER_RE: Final = re.compile(r"[⁰¹²³⁴⁵⁶⁷⁸⁹]+")
+_DASHES: Final = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d\u00ad"
+_QUOTES: Final = "\"'`\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u201f\u2032\u2033\u00ab\u00bb\u2039\u203a\u02bc\uff02\uff07"
+_SYMBOLS: Final = "/≥≤<>=±^"
+_SYMBOLS_ASCII: Final = "".join(c for c in _SYMBOLS if c.isascii())
+_SYMBOLS_NON_ASCII: Final = frozenset(c for c in _SYMBOLS if not c.isascii())
+_LETTER_POWER_RE: Final = re.compile(r"([^\W\d_])\^(\d)")
+_TOKEN_RE: Final = re.compile(r"\w+")
 # a number is a digit run not glued to a preceding letter (so ONC201, H3, K27M are names);
 # the same matches as ``(?<!\w)\d+(?:[.,]\d+)*``, with the look-behind after the first digit
 # so that the regex engine can skip to digits instead of trying every position
-_NUMBER_RE = re.compile(r"\d(?<!\w\d)\d*(?:[.,]\d+)*")
-_NUMBER_RE_ASCII = re.compile(_NUMBER_RE.pattern, re.ASCII)
+_NUMBER_RE: Final = re.compile(r"\d(?<!\w\d)\d*(?:[.,]\d+)*")
+_NUMBER_RE_ASCII: Final = re.compile(_NUMBER_RE.pattern, re.ASCII)
 #: Double-quote characters that delimit quoted spans in a proof (single quotes are too
 #: ambiguous with apostrophes to delimit spans).
-DOUBLE_QUOTES = "\"\u201c\u201d\u201e\u201f\u00ab\u00bb\uff02"
+DOUBLE_QUOTES: Final = "\"\u201c\u201d\u201e\u201f\u00ab\u00bb\uff02"
 
 
 def _structure(pattern: str):
@@ -71,7 +72,7 @@ def _close_paren(pattern: str) -> int:
     raise ValueError(f"unbalanced pattern {pattern!r}")
 
 
-_LITERAL_RUN_RE = re.compile(r"[a-z0-9][a-z0-9 ]*")
+_LITERAL_RUN_RE: Final = re.compile(r"[a-z0-9][a-z0-9 ]*")
 
 
 def _word_start_alt(alt: str) -> str:
@@ -112,17 +113,17 @@ def _superscript(m: re.Match[str]) -> str:
     return "^" + m.group(0).translate(_SUPERSCRIPTS)
 
 
-_SPACES = "\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000"
-_SPECIAL = {**{c: "-" for c in _DASHES}, **{c: "" for c in _QUOTES}, **{c: " " for c in _SPACES}, "\u2026": "...", "\u00d7": "x",
-            # the micro sign (common in lab values: "µL") is NFKC's Greek mu; mapped here so that a
-            # text whose only non-NFKC character it is skips the NFKC pass (same result)
-            "\u00b5": "\u03bc"}
-_SUPER_CHARS = frozenset("⁰¹²³⁴⁵⁶⁷⁸⁹")
-_DASH_QUOTE = {c: r for c, r in _SPECIAL.items() if c in _DASHES or c in _QUOTES}
-_ASCII_BYTES = bytes(range(128))
+_SPACES: Final = "\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000"
+_SPECIAL: Final = {**{c: "-" for c in _DASHES}, **{c: "" for c in _QUOTES}, **{c: " " for c in _SPACES}, "\u2026": "...", "\u00d7": "x",
+                   # the micro sign (common in lab values: "µL") is NFKC's Greek mu; mapped here so
+                   # that a text whose only non-NFKC character it is skips the NFKC pass (same result)
+                   "\u00b5": "\u03bc"}
+_SUPER_CHARS: Final = frozenset("⁰¹²³⁴⁵⁶⁷⁸⁹")
+_DASH_QUOTE: Final = {c: r for c, r in _SPECIAL.items() if c in _DASHES or c in _QUOTES}
+_ASCII_BYTES: Final = bytes(range(128))
 #: the non-ASCII characters ``normalize`` replaces before NFKC (by ASCII text, but the micro sign)
-_REPLACED = _SUPER_CHARS | frozenset(_SPECIAL)
-_DASH_QUOTE_CHARS = frozenset(_DASH_QUOTE)
+_REPLACED: Final = _SUPER_CHARS | frozenset(_SPECIAL)
+_DASH_QUOTE_CHARS: Final = frozenset(_DASH_QUOTE)
 
 
 def _non_ascii_chars(text: str) -> set[str]:
@@ -212,7 +213,7 @@ def normalize(text: str) -> str:
 
 
 #: what ``str.split()`` splits ASCII text at, besides the space
-_ASCII_WS = "\t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
+_ASCII_WS: Final = "\t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
 
 
 def _collapse_ascii_spaces(text: str) -> str:
@@ -228,12 +229,12 @@ def _collapse_ascii_spaces(text: str) -> str:
     return text
 
 
-_LETTER_RE = re.compile(r"[^\W\d_]")
-_DIGIT_RE = re.compile(r"\d")
+_LETTER_RE: Final = re.compile(r"[^\W\d_]")
+_DIGIT_RE: Final = re.compile(r"\d")
 # ASCII twins of patterns written with \d and \w (no \s: ASCII \s lacks \x1c-\x1f): on an
 # ASCII text they find exactly the same matches, and the engine tests a character class by a
 # table instead of a Unicode database call per character (several times faster on long texts)
-_DIGIT_RE_ASCII = re.compile(_DIGIT_RE.pattern, re.ASCII)
+_DIGIT_RE_ASCII: Final = re.compile(_DIGIT_RE.pattern, re.ASCII)
 
 
 def _drop_letter_powers(text: str) -> str:
@@ -254,7 +255,7 @@ def normalize_cached(text: str) -> str:
     return normalize(text)
 
 
-_ASCII_WORD_TABLE = str.maketrans({i: (chr(i) if chr(i).isalnum() or chr(i) == "_" else " ") for i in range(128)})
+_ASCII_WORD_TABLE: Final = str.maketrans({i: (chr(i) if chr(i).isalnum() or chr(i) == "_" else " ") for i in range(128)})
 
 
 def tokens(norm_text: str) -> list[str]:
@@ -308,7 +309,7 @@ def numbers(norm_text: str) -> set[str]:
 
 
 #: raw number -> canonical_number(raw) (numbers repeat across responses: "625", "100,000")
-_CANONICAL: dict[str, str] = {}
+_CANONICAL: Final[dict[str, str]] = {}
 
 
 def _canonical_stored(raw: str) -> str:
@@ -330,9 +331,9 @@ def unify_double_quotes(text: str) -> str:
 #: A word trigram that occurs more often than this in one context is not used to locate a
 #: quote (it is "common": boilerplate such as "has shown potential"); this bounds the work of
 #: a near-verbatim check to at most this many candidate places per trigram of the quote.
-MAX_TRIGRAM_POSITIONS = 32
+MAX_TRIGRAM_POSITIONS: Final = 32
 
-_SENT_SPLIT_RE = re.compile(r"(?<=[.!?;:])\s+")
+_SENT_SPLIT_RE: Final = re.compile(r"(?<=[.!?;:])\s+")
 
 
 @dataclass(frozen=True)
@@ -370,8 +371,8 @@ def _is_variant(tok: str) -> bool:
 
 #: cheap test on text: a digit, a separator, then letter + digit (``h3 k27m``); without it no
 #: pair of tokens can be merged by ``merge_variant_names``
-_VARIANT_PAIR_RE = re.compile(r"\d\W+[^\W\d_]\d")
-_VARIANT_PAIR_RE_ASCII = re.compile(_VARIANT_PAIR_RE.pattern, re.ASCII)
+_VARIANT_PAIR_RE: Final = re.compile(r"\d\W+[^\W\d_]\d")
+_VARIANT_PAIR_RE_ASCII: Final = re.compile(_VARIANT_PAIR_RE.pattern, re.ASCII)
 
 
 def has_variant_pair(text: str) -> bool:
@@ -400,7 +401,7 @@ def variant_pair_spans(text: str) -> list[tuple[int, int]]:
 
 #: ASCII byte -> its class for ``_VARIANT_PAIR_RE``: "0" a digit, "a" a letter, "_" the
 #: underscore (a word character that is neither), " " any other (non-word) character
-_VARIANT_CLASS = bytes(
+_VARIANT_CLASS: Final = bytes(
     ord("0") if chr(i).isdigit() else ord("a") if chr(i).isalpha() else ord("_") if chr(i) == "_" else ord(" ")
     for i in range(256)
 )
