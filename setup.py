@@ -3,7 +3,7 @@
 mypyc (part of mypy) compiles the grader's hot modules (rewards/native.py lists them) into C
 extensions, about 1.4x faster than the interpreter on them (bench/bench_rewards.py).  It is
 optional: with CURRICULUM_PURE_PYTHON=1, without a C compiler, or if mypyc fails, the package
-installs as pure Python (a warning in pip's log says why) and behaves the same, only slower.
+installs as pure Python (`pip install -v` shows why) and behaves the same, only slower.
 The build records a SHA-256 of each compiled source so that, after an editable install, an
 edited source runs as source instead of being shadowed by a stale extension (rewards/native.py).
 """

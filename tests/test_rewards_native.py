@@ -30,7 +30,7 @@ def _run(code: str, cwd: Path, env_extra: dict[str, str] | None = None, pythonpa
 def test_the_installed_grader_is_the_compiled_build():
     # the README's install (`pip install -e ".[test]"`, also .ci/run) compiles the grader; the
     # speed the README quotes is this build's.  Fails when the build fell back to pure Python
-    # (pip's log then says why: no C compiler, or a mypyc error)
+    # (`pip install -v -e .` shows why: no C compiler, or a mypyc error)
     if os.environ.get(native.PURE_ENV):
         assert native.implementation().startswith("source")
         return
