@@ -129,10 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     preset = get_preset(args.preset)
     data_dir = Path(args.data)
-    from rewards.native import NATIVE_MODULES, PURE_ENV, implementation
-
-    for name in NATIVE_MODULES:  # (imported, so that implementation() can tell which build runs)
-        __import__(name)
+    from rewards.native import PURE_ENV, implementation
 
     print(f"{_load()} (CPU-time figures are the reliable ones on a shared machine)")
     print(f"grader: {implementation()} (the Python source: {PURE_ENV}=1 python bench/bench_rewards.py)")

@@ -94,10 +94,6 @@ def select() -> str:
     """Decide, once, whether the compiled modules may be imported; returns the decision."""
     if STATE["mode"] is not None:
         return _decided()
-    loaded = [n for n in NATIVE_MODULES if n in sys.modules]
-    if loaded:  # (imported before the package itself: leave what is there alone)
-        STATE["mode"] = "as already imported"
-        return _decided()
     exts = {n: _extension(n) for n in NATIVE_MODULES}
     if not any(exts.values()):
         STATE["mode"] = "source (not compiled)"
