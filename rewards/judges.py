@@ -11,12 +11,15 @@ import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Final
+from typing import Final, Sequence
 
 import ahocorasick  # type: ignore[import-untyped,import-not-found]
 
 from .parse import Parsed
-from .text import NormContext, merge_variant_names, variant_pair_spans, normalize, numbers, tokens, split_top, unify_double_quotes, word_start
+from .text import (
+    NormContext, merge_variant_names, variant_pair_spans, normalize, numbers, tokens, tokens_of_pieces, split_top,
+    unify_double_quotes, word_start,
+)
 
 def _fast(rx: re.Pattern[str]) -> re.Pattern[str]:
     """``rx`` with its leading word boundaries rewritten by :func:`rewards.text.word_start`
@@ -107,8 +110,9 @@ class Grounding:
     n_spans: int  # evidence spans checked (quoted fragments + unquoted claim lines), trivial ones aside
     bad_spans: tuple[str, ...]  # spans not found in the context (normalised text)
     proof_norm: str = ""  # the whole proof, normalised (pieces joined by spaces)
-    proof_tokens: frozenset[str] = frozenset()  # its word tokens
     trivial_spans: tuple[str, ...] = ()  # found in the context but too short to show anything
+    #: the word tokens of each piece of the proof (``proof_norm`` is the pieces joined)
+    piece_tokens: tuple[list[str], ...] = ()
 
     @property
     def status(self) -> str:
@@ -116,6 +120,12 @@ class Grounding:
         if self.bad_spans:
             return "hallucinated"
         return "verified" if self.n_spans else "missing"
+
+    @property
+    def proof_tokens(self) -> frozenset[str]:
+        """The proof's word tokens (from the pieces' tokens: built only when asked for)."""
+        return frozenset(itertools.chain.from_iterable(self.piece_tokens))
+
 
 
 def _is_leadin(raw_segment: str, norm_segment: str, toks: list[str]) -> bool:
@@ -424,8 +434,9 @@ def judge_grounding(proof: str, ctx: NormContext, cut_off: bool = False, questio
     bad: list[str] = []
     trivial: list[str] = []
     q_terms = question_terms(question_norm) if question_norm else frozenset()
-    all_toks: set[str] = set()
-    proof_norm = " ".join(quoted + segments)
+    pieces = quoted + segments
+    proof_norm = " ".join(pieces)
+    piece_toks = tokens_of_pieces(pieces, proof_norm)
     # a "h3 k27m" pair in one piece is one in the joined text: without one there, no piece's
     # tokens need merging; with one, the pieces holding a pair are found from the spans of all
     # the pairs of the joined text (one scan instead of one per piece)
@@ -434,15 +445,14 @@ def judge_grounding(proof: str, ctx: NormContext, cut_off: bool = False, questio
     if pair_spans:
         has_pair = []
         at = 0
-        for piece in quoted + segments:
+        for piece in pieces:
             end = at + len(piece)
             has_pair.append(any(at <= a and b <= end for a, b in pair_spans))
             at = end + 1
     for k, qn in enumerate(quoted):
-        toks = tokens(qn)
+        toks = piece_toks[k]
         if not toks:
             continue
-        all_toks.update(toks)
         if not span_in_context(qn, ctx, merge_variant_names(toks) if has_pair and has_pair[k] else toks, True):
             n += 1
             bad.append(qn)
@@ -452,8 +462,7 @@ def judge_grounding(proof: str, ctx: NormContext, cut_off: bool = False, questio
             trivial.append(qn)
     nq = len(quoted)
     for k, sn in enumerate(segments, nq):
-        toks = tokens(sn)
-        all_toks.update(toks)
+        toks = piece_toks[k]
         if not toks or _is_leadin(sn, sn, toks):
             continue
         if not span_in_context(sn, ctx, merge_variant_names(toks) if has_pair and has_pair[k] else toks, True):
@@ -463,8 +472,8 @@ def judge_grounding(proof: str, ctx: NormContext, cut_off: bool = False, questio
             n += 1
         else:
             trivial.append(sn)
-    return Grounding(n_spans=n, bad_spans=tuple(bad), proof_norm=proof_norm, proof_tokens=frozenset(all_toks),
-                     trivial_spans=tuple(trivial))
+    return Grounding(n_spans=n, bad_spans=tuple(bad), proof_norm=proof_norm, trivial_spans=tuple(trivial),
+                     piece_tokens=tuple(piece_toks))
 
 
 _WORD_RE: Final = re.compile(r"\w")
@@ -1156,6 +1165,7 @@ def judge_consistency(
     question_norm: str = "",
     about_context: bool = False,
     proof_tokens: frozenset[str] | set[str] | None = None,
+    piece_tokens: Sequence[list[str]] | None = None,
 ) -> bool:
     """Proof-answer consistency: the answer's claims are supported by the proof.
 
@@ -1165,6 +1175,8 @@ def judge_consistency(
     the answer is a statement about the context (``about_context``: an abstention or a
     conflict report), its words name the asked topic rather than claim a fact, so only its
     numbers are checked.  An answer with no numbers and no key terms is consistent.
+    ``proof_tokens`` (the proof's word tokens) or ``piece_tokens`` (those of its pieces, as
+    :class:`Grounding` has them) save tokenising ``proof_norm`` again.
     """
     a = analyse_answer(answer_norm)
     a_nums = a.nums
@@ -1175,7 +1187,11 @@ def judge_consistency(
     a_terms = a.content_terms(_consistency_drop(question_norm))
     if not a_terms:
         return True
-    p_toks = proof_tokens if proof_tokens is not None else set(tokens(proof_norm))
+    p_toks: frozenset[str] | set[str]
+    if proof_tokens is not None:
+        p_toks = proof_tokens
+    else:  # (the proof's tokens: from its pieces' tokens when given, as judge_grounding has them)
+        p_toks = set(itertools.chain.from_iterable(piece_tokens)) if piece_tokens is not None else set(tokens(proof_norm))
     direct = a_terms & p_toks
     hits = len(direct)
     for t in a_terms - direct:  # (_term_in, inlined: t itself is not in p_toks)

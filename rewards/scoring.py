@@ -145,7 +145,8 @@ def _judge_content(parsed: Parsed, item: Item, refusal: bool = True, answer: Ans
         correct = on_topic and supported
     else:  # a conflict item whose reference itself declines: an on-topic abstention is right too
         correct = supported and (conflict or (on_topic and _reference_abstains(item.expected_answer)))
-    consistent = judge_consistency(answer, grounding.proof_norm, question, abstained or conflict, grounding.proof_tokens)
+    consistent = judge_consistency(answer, grounding.proof_norm, question, abstained or conflict,
+                                   piece_tokens=grounding.piece_tokens)
     status = grounding.status
     c = dict(
         status=status, supported=supported, correct=correct, abstained=abstained, conflict=conflict,

@@ -124,6 +124,10 @@ _ASCII_BYTES: Final = bytes(range(128))
 #: the non-ASCII characters ``normalize`` replaces before NFKC (by ASCII text, but the micro sign)
 _REPLACED: Final = _SUPER_CHARS | frozenset(_SPECIAL)
 _DASH_QUOTE_CHARS: Final = frozenset(_DASH_QUOTE)
+_SPECIAL_CHARS: Final = frozenset(_SPECIAL)
+#: UTF-8 of each special and superscript character, and of each special one's replacement
+_UTF8: Final = {c: c.encode("utf-8") for c in (*_SPECIAL, *_SUPER_CHARS)}
+_SPECIAL_UTF8: Final = {c: r.encode("utf-8") for c, r in _SPECIAL.items()}
 
 
 def _non_ascii_chars(text: str) -> set[str]:
@@ -133,22 +137,23 @@ def _non_ascii_chars(text: str) -> set[str]:
     return set(text.encode("utf-8", "surrogatepass").translate(None, _ASCII_BYTES).decode("utf-8", "surrogatepass"))
 
 
-def _superscripts(text: str, found: set[str]) -> str:
-    """``_SUPER_RE.sub(_superscript, text)`` (a run of superscript digits -> ``^digits``) by one
-    replacement per superscript character present (``found``) instead of a class scan of the
-    whole text: each becomes a marker and its digit, and a marker starts a run unless the
-    previous superscript is right before it."""
-    if "\x00" in text:  # (the marker itself is in the text: the regex)
-        return _SUPER_RE.sub(_superscript, text)
+def _superscripts(text: bytes, found: set[str]) -> bytes:
+    """``_SUPER_RE.sub(_superscript, text)`` (a run of superscript digits -> ``^digits``) on
+    UTF-8 bytes, by one replacement per superscript character present (``found``) instead of a
+    class scan of the whole text: each becomes a marker and its digit, and a marker starts a
+    run unless the previous superscript is right before it."""
+    if b"\x00" in text:  # (the marker itself is in the text: the regex)
+        s = _SUPER_RE.sub(_superscript, text.decode("utf-8", "surrogatepass"))
+        return s.encode("utf-8", "surrogatepass")
     for ch in found & _SUPER_CHARS:
-        text = text.replace(ch, "\x00" + ch.translate(_SUPERSCRIPTS))
-    parts = text.split("\x00")
+        text = text.replace(_UTF8[ch], b"\x00" + ch.translate(_SUPERSCRIPTS).encode("ascii"))
+    parts = text.split(b"\x00")
     out = [parts[0]]
     run = False
     for part in parts[1:]:  # each part: the superscript's digit, then the text up to the next one
-        out.append(part if run else "^" + part)
+        out.append(part if run else b"^" + part)
         run = len(part) == 1
-    return "".join(out)
+    return b"".join(out)
 
 
 def normalize(text: str) -> str:
@@ -161,29 +166,34 @@ def normalize(text: str) -> str:
             text = text.replace('"', "").replace("'", "").replace("`", "")
         text = _collapse_ascii_spaces(text.casefold())
     else:
-        # the distinct non-ASCII characters decide every pass below; each is a replacement per
-        # character present (no regex scans the whole text)
-        found = _non_ascii_chars(text)
+        # the distinct non-ASCII characters decide every pass below.  The replacements work on
+        # the UTF-8 bytes (a byte search per character present: no regex scans the text, and
+        # no pass walks a wide string); once they leave ASCII, the text continues as ASCII
+        raw = text.encode("utf-8", "surrogatepass")
+        found = set(raw.translate(None, _ASCII_BYTES).decode("utf-8", "surrogatepass"))
         # (no pass below makes a ≥, ≤ or ±: the NFKC form of no other character holds one)
         ascii_in = found.isdisjoint(_SYMBOLS_NON_ASCII)
         if not found.isdisjoint(_SUPER_CHARS):
-            text = _superscripts(text, found)
+            raw = _superscripts(raw, found)
         # the common special characters first (cheap); NFKC only for what is left
-        for ch in found.intersection(_SPECIAL):
-            text = text.replace(ch, _SPECIAL[ch])
-        if '"' in text or "'" in text or "`" in text:  # (the ASCII quotes: not in ``found``)
-            text = text.replace('"', "").replace("'", "").replace("`", "")
+        for ch in found & _SPECIAL_CHARS:  # (a set: intersecting a dict walks all its keys)
+            raw = raw.replace(_UTF8[ch], _SPECIAL_UTF8[ch])
+        raw = raw.translate(None, b"\"'`")  # the ASCII quotes (not in ``found``): one pass
         # the non-ASCII characters left: those found, less the ones replaced by ASCII text (the
-        # micro sign became the Greek mu); recomputed only after NFKC
+        # micro sign became the Greek mu)
         rest = found - _REPLACED
         if "\u00b5" in found:
             rest.add("\u03bc")
-        if not text.isascii() and not unicodedata.is_normalized("NFKC", text):
+        if not rest:
+            text = raw.decode("ascii")
+        else:
+            text = raw.decode("utf-8", "surrogatepass")
+        if rest and not unicodedata.is_normalized("NFKC", text):
             # the dash and quote replacements only when NFKC changed something (every dash
-            # and quote it could leave was replaced above)
+            # and quote it could leave was replaced above); ``rest`` recomputed after it
             text = unicodedata.normalize("NFKC", text)
             rest = _non_ascii_chars(text)
-            for ch in rest.intersection(_DASH_QUOTE):
+            for ch in rest & _DASH_QUOTE_CHARS:
                 text = text.replace(ch, _DASH_QUOTE[ch])
             rest -= _DASH_QUOTE_CHARS
             if '"' in text or "'" in text or "`" in text:
@@ -204,24 +214,26 @@ def normalize(text: str) -> str:
     if " %" in text:
         text = text.replace(" %", "%")
     # (the non-ASCII symbols only when found in the text: no replacement above makes one)
-    for ch in _SYMBOLS_ASCII if ascii_in else _SYMBOLS:
+    for ch, before, after in _SYMBOL_SPACES_ASCII if ascii_in else _SYMBOL_SPACES:
         if ch in text:
-            text = text.replace(" " + ch, ch).replace(ch + " ", ch)
+            text = text.replace(before, ch).replace(after, ch)
     if "^" in text:
         text = _drop_letter_powers(text)
     return text
 
 
+#: (symbol, space + symbol, symbol + space) for the spaces ``normalize`` removes
+_SYMBOL_SPACES: Final = tuple((c, " " + c, c + " ") for c in _SYMBOLS)
+_SYMBOL_SPACES_ASCII: Final = tuple(x for x in _SYMBOL_SPACES if x[0].isascii())
 #: what ``str.split()`` splits ASCII text at, besides the space
 _ASCII_WS: Final = "\t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
 
 
 def _collapse_ascii_spaces(text: str) -> str:
     """``" ".join(text.split())`` for ASCII text, by whole-string replacements (no list of words)."""
-    if not text.isprintable():  # every ASCII whitespace but the space is unprintable
-        for ch in _ASCII_WS:
-            if ch in text:
-                text = text.replace(ch, " ")
+    for ch in _ASCII_WS:  # (a memchr each: cheaper than one isprintable() test per character)
+        if ch in text:
+            text = text.replace(ch, " ")
     while "  " in text:
         text = text.replace("  ", " ")
     if text[:1] == " " or text[-1:] == " ":
@@ -231,10 +243,6 @@ def _collapse_ascii_spaces(text: str) -> str:
 
 _LETTER_RE: Final = re.compile(r"[^\W\d_]")
 _DIGIT_RE: Final = re.compile(r"\d")
-# ASCII twins of patterns written with \d and \w (no \s: ASCII \s lacks \x1c-\x1f): on an
-# ASCII text they find exactly the same matches, and the engine tests a character class by a
-# table instead of a Unicode database call per character (several times faster on long texts)
-_DIGIT_RE_ASCII: Final = re.compile(_DIGIT_RE.pattern, re.ASCII)
 
 
 def _drop_letter_powers(text: str) -> str:
@@ -255,13 +263,21 @@ def normalize_cached(text: str) -> str:
     return normalize(text)
 
 
-_ASCII_WORD_TABLE: Final = str.maketrans({i: (chr(i) if chr(i).isalnum() or chr(i) == "_" else " ") for i in range(128)})
+#: ASCII byte -> itself when a word character (alphanumeric or "_"), else a space.  Applied to
+#: the bytes of an ASCII text (a C table lookup per byte; ``str.translate`` looks every distinct
+#: character up in a dict, building an int object for it, on each call)
+_ASCII_WORD_BYTES: Final = bytes(i if i < 128 and (chr(i).isalnum() or chr(i) == "_") else 32 for i in range(256))
+
+
+def _ascii_words(text: str) -> list[str]:
+    """The ``\\w+`` runs of an ASCII text."""
+    return text.encode("ascii").translate(_ASCII_WORD_BYTES).decode("ascii").split()
 
 
 def tokens(norm_text: str) -> list[str]:
     """Word tokens (``\\w+`` runs) of already-normalised text."""
     if norm_text.isascii():  # same result, about twice as fast
-        return norm_text.translate(_ASCII_WORD_TABLE).split()
+        return _ascii_words(norm_text)
     # the non-ASCII characters that are not word characters (``\w`` is alphanumeric or "_")
     # separate tokens as a space does; when only those make the text non-ASCII, it takes the
     # ASCII path (2-3x faster than the regex)
@@ -269,8 +285,25 @@ def tokens(norm_text: str) -> list[str]:
         if not c.isalnum():
             norm_text = norm_text.replace(c, " ")
     if norm_text.isascii():
-        return norm_text.translate(_ASCII_WORD_TABLE).split()
+        return _ascii_words(norm_text)
     return _TOKEN_RE.findall(norm_text)
+
+
+def tokens_of_pieces(pieces: list[str], joined: str) -> list[list[str]]:
+    """``[tokens(p) for p in pieces]`` where ``joined`` is ``" ".join(pieces)``: the non-ASCII
+    characters that separate words are found once, in the joined text, instead of once per
+    piece (most pieces then take the ASCII path of :func:`tokens`)."""
+    if joined.isascii():
+        return [_ascii_words(p) for p in pieces]
+    seps = [c for c in _non_ascii_chars(joined) if not c.isalnum()]
+    out = []
+    for p in pieces:
+        if seps and not p.isascii():
+            for c in seps:
+                if c in p:
+                    p = p.replace(c, " ")
+        out.append(tokens(p))
+    return out
 
 
 def canonical_number(raw: str) -> str:
@@ -297,7 +330,12 @@ def numbers(norm_text: str) -> set[str]:
     """Canonical numbers appearing in already-normalised text.  Digits glued to a preceding
     letter are part of a name (``onc201``, ``h3``, ``k27m``) and are compared as words."""
     if norm_text.isascii():
-        if _DIGIT_RE_ASCII.search(norm_text) is None:  # most pieces of text have no digit at all
+        # most pieces of text have no digit at all: a memchr per digit finds out (the regex
+        # tests a class at every position)
+        for d in "0123456789":
+            if d in norm_text:
+                break
+        else:
             return set()
         found = _NUMBER_RE_ASCII.findall(norm_text)
     else:
@@ -388,15 +426,13 @@ def variant_pair_spans(text: str) -> list[tuple[int, int]]:
     ``has_variant_pair`` for each of its pieces.  (A match is digit, non-word run, letter,
     digit: the only position inside it where another match can start is its last digit, so the
     next search starts there.)"""
-    if text.isascii():
-        return _variant_pair_spans_ascii(text)
-    rx = _VARIANT_PAIR_RE
-    out = []
-    m = rx.search(text)
-    while m is not None:
-        out.append(m.span())
-        m = rx.search(text, m.end() - 1)
-    return out
+    if not text.isascii():
+        # each non-ASCII character becomes an ASCII one of its class for the pattern, so the
+        # positions stay: a decimal digit (``\d``) "0", another word character ("²", "α") "a",
+        # anything else (not ``\w``) a space
+        for c in _non_ascii_chars(text):
+            text = text.replace(c, "0" if c.isdecimal() else "a" if c.isalnum() else " ")
+    return _variant_pair_spans_ascii(text)
 
 
 #: ASCII byte -> its class for ``_VARIANT_PAIR_RE``: "0" a digit, "a" a letter, "_" the

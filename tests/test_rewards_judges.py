@@ -286,6 +286,25 @@ def test_consistency_numbers_and_terms():
     assert judge_consistency(N(""), proof, q)
 
 
+def test_grounding_piece_tokens_give_the_proofs_tokens_and_the_same_consistency():
+    # the scorer hands judge_consistency the grounding's per-piece tokens instead of the proof's
+    # text: the same tokens (those of the joined proof), so the same verdicts
+    from rewards.judges import judge_grounding
+    from rewards.text import tokens
+
+    ctx = prepare_context("ONC201 was given at 625\u202fmg weekly. MRI showed a pontine lesion \u2265 2 cm.")
+    q = N("What dose of ONC201 was given?")
+    proof = 'The note: "ONC201 was given at 625 mg weekly" \u2013 and "MRI showed a pontine lesion \u2265 2 cm."\n- dosing'
+    g = judge_grounding(proof, ctx, question_norm=q)
+    assert g.proof_tokens == frozenset(tokens(g.proof_norm)) and "onc201" in g.proof_tokens
+    for ans in ("625 mg weekly", "pontine lesion treated weekly", "radiotherapy daily", "ONC201 dosing weekly"):
+        a = N(ans)
+        assert judge_consistency(a, g.proof_norm, q, piece_tokens=g.piece_tokens) == judge_consistency(a, g.proof_norm, q)
+        assert judge_consistency(a, g.proof_norm, q, proof_tokens=g.proof_tokens) == judge_consistency(a, g.proof_norm, q)
+    assert judge_consistency(N("625 mg weekly"), g.proof_norm, q, piece_tokens=g.piece_tokens)
+    assert not judge_consistency(N("radiotherapy daily"), g.proof_norm, q, piece_tokens=g.piece_tokens)
+
+
 def test_frequency_and_route_decide_correctness():
     from rewards.judges import judge_correct
 

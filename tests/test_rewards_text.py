@@ -164,6 +164,22 @@ def test_tokens_match_the_word_regex_on_random_non_ascii_text():
         assert tokens(t) == re.findall(r"\w+", t), repr(t)
 
 
+def test_tokens_of_pieces_matches_tokens_of_each_piece():
+    # judge_grounding tokenises a proof's pieces together: the separators found once in the
+    # joined text, each piece then tokenised as tokens() would
+    import random
+    import re
+
+    from rewards.text import tokens_of_pieces
+
+    alphabet = list("ab9_ .-/") + list("\u03bc\u03b1\u0391\u00df\u2265\u2248\u2460\u00b2\u0663\u00e9\u0301\u2028\ufffd\ud800\u2013")
+    rng = random.Random(13)
+    for _ in range(5000):
+        pieces = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(rng.randint(1, 5))]
+        got = tokens_of_pieces(pieces, " ".join(pieces))
+        assert got == [re.findall(r"\w+", p) for p in pieces], pieces
+
+
 def test_variant_pair_spans_answer_has_variant_pair_for_every_piece():
     # judge_grounding scans the joined proof once: a piece holds a "h3 k27m" pair exactly when
     # one of the joined text's pair spans lies within it
@@ -171,7 +187,8 @@ def test_variant_pair_spans_answer_has_variant_pair_for_every_piece():
 
     from rewards.text import has_variant_pair, variant_pair_spans
 
-    alphabet = ["h3", "k27m", "1", "a2", "b3", " ", "-", ", ", "x", "\u03b1", "g328v", "7", "(", "acvr1", "\u00b2"]
+    alphabet = ["h3", "k27m", "1", "a2", "b3", " ", "-", ", ", "x", "\u03b1", "g328v", "7", "(", "acvr1", "\u00b2",
+                "\u0663", "\u03b13", "\u2265", "_", "\u00e9\u0301", "\ud800", "\u2160"]  # (٣: a decimal digit; Ⅰ: numeric, no digit)
     rng = random.Random(7)
     for _ in range(5000):
         pieces = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8))) for _ in range(rng.randint(1, 5))]
