@@ -109,6 +109,9 @@ def resolve(table: Mapping[str, Any], base_dir: Path) -> RewardDef:
     from curriculum import registry
 
     name, ref = table.get("name"), table.get("function")
+    if table.get("judge") is not None and (ref is not None or (name is not None and name != "dipg")):
+        raise RewardSpecError("judge", "a model judge is an option of the built-in dipg reward (it reads DIPG answers "
+                              f"and contexts), not of reward '{ref if ref is not None else name}'")
     if ref is not None:
         if name is not None:
             raise RewardSpecError("function", "give either name (a registered reward) or function, not both")
@@ -138,6 +141,11 @@ def resolve(table: Mapping[str, Any], base_dir: Path) -> RewardDef:
             raise RewardSpecError("name", str(e.args[0])) from None
     keys, outcomes = table.get("keys"), table.get("outcomes")
     upd: dict[str, Any] = {}
+    if table.get("judge") is not None:
+        from rewards.builtin import judged
+
+        fn, evaluate = judged(dict(table["judge"]))
+        upd.update(fn=fn, evaluate=evaluate, source="dipg + model judge")
     if keys is not None:
         if not isinstance(keys, list):
             raise RewardSpecError("keys", f"expected a list of key names, got {keys!r}")

@@ -62,6 +62,17 @@ class RunSection(_Strict):
     description: str = ""
 
 
+class JudgeSection(_Strict):
+    # an optional model judge for the built-in dipg reward (rewards/model_judge.py): a Gemma 3
+    # checkpoint in a local directory (relative to the spec's folder), never downloaded
+    path: str
+    use: Literal["eval", "train", "both"] = "eval"  # evaluations, training rewards, or both
+    threshold: float = Field(0.5, ge=0.0, le=1.0)  # P(yes) below this: the answer is unsupported
+    max_prompt_tokens: int = Field(1024, ge=16)
+    batch_size: int = Field(8, ge=1)
+    template: Literal["gemma", "chatml", "plain"] | None = None  # default: gemma
+
+
 class RewardSection(_Strict):
     # a registered reward (built-in "dipg", the default, or one a guard_modules module registers)
     name: str | None = None
@@ -72,6 +83,7 @@ class RewardSection(_Strict):
     outcomes: list[str] | None = None  # the outcome metrics it reports (idem)
     top_reward: float | None = None  # default: the reward's max_reward under the values in force
     eval_preset: str | None = None  # default: the phase's own preset
+    judge: JudgeSection | None = None  # off by default
 
 
 class EvalSection(_Strict):
@@ -355,6 +367,7 @@ def _pydantic_problems(err: ValidationError, fname: str, text: str | None) -> li
         (): SpecModel,
         ("run",): RunSection,
         ("reward",): RewardSection,
+        ("reward", "judge"): JudgeSection,
     }
     for e in err.errors():
         loc = tuple(e["loc"])
@@ -728,6 +741,16 @@ def _resolve_reward(model: SpecModel, base_dir: Path, W: Any, problems: list[str
     from curriculum import modcheck, rewarding
 
     tbl = model.reward.model_dump()
+    if tbl.get("judge") is not None:
+        from rewards.model_judge import problem_with_dir
+
+        jpath = (base_dir / Path(tbl["judge"]["path"]).expanduser()).resolve()
+        why = problem_with_dir(jpath)
+        if why:
+            problems.append(f"{W('reward', 'judge', 'path')}: {why}")
+            return None
+        tbl["judge"]["path"] = str(jpath)
+        model.reward.judge.path = str(jpath)  # type: ignore[union-attr]  # (a runner finds it from any folder)
     ref = tbl.get("function")
     if ref is not None:
         try:

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 from .metrics import RATE_METRICS, _abstain_right, aggregate
 from .presets import PRESETS, REWARD_KEYS, TASK_TYPES, max_reward
 from .reward_fn import _expand, _expected, _text
-from .scoring import Item, score
+from .scoring import Item, Verdict, score
 
 #: the dataset columns the DIPG reward reads
 COLUMNS = ("task_type", "context", "question", "expected_answer")
@@ -36,30 +36,39 @@ def _items(columns: Mapping[str, Any], n: int) -> list[Item]:
 OUTCOMES: tuple[str, ...] = RATE_METRICS + ("grounded_rate",)
 
 
-def dipg(prompts: Sequence[Any] | None = None, completions: Sequence[Any] | None = None,
-         values: Mapping[str, float] | None = None, **columns: Any):
-    """Score DIPG responses under ``values``; outcomes per completion (the RATE_METRICS).
-
-    Never raises on a bad response or a scorer exception: that completion gets the preset's
-    ``format_mismatch_penalty`` and is left out of the outcome rates.
-    """
-    completions = list(completions or [])
-    vals = dict(values or {})
+def _verdicts(completions: Sequence[Any], columns: Mapping[str, Any], vals: Mapping[str, float],
+              judge: Any = None) -> tuple[list[Item] | None, list[Verdict | None]]:
+    """Items and verdicts (None where the scorer failed or gave a non-finite total); with a
+    ``judge`` (a JudgeConfig), the model judge's verdicts applied (rewards/model_judge.py)."""
     n = len(completions)
-    rewards: list[float] = []
-    outcomes: dict[str, list[float]] = {k: [] for k in OUTCOMES}
     try:
         items: list[Item] | None = _items(columns, n)
     except Exception:  # noqa: BLE001 - a bad column scores every completion as an error
-        items = None
-    for i, c in enumerate(completions):
+        return None, [None] * n
+    assert items is not None
+    verdicts: list[Verdict | None] = []
+    for c, it in zip(completions, items):
         try:
-            if items is None:
-                raise ValueError("bad columns")
-            v = score(_text(c), items[i], vals)
-            if not math.isfinite(v.total):
+            v: Verdict | None = score(_text(c), it, vals)
+            if not math.isfinite(v.total):  # type: ignore[union-attr]
                 raise ValueError("non-finite total")
         except Exception:  # noqa: BLE001
+            v = None
+        verdicts.append(v)
+    if judge is not None:
+        from . import model_judge
+
+        verdicts, _ = model_judge.apply(verdicts, [_text(c) for c in completions], items, vals, model_judge.load(judge),
+                                        judge.threshold, judge.batch_size)
+    return items, verdicts
+
+
+def _rewards_and_outcomes(verdicts: Sequence[Verdict | None], items: Sequence[Item] | None,
+                          vals: Mapping[str, float]) -> tuple[list[float], dict[str, list[float]]]:
+    rewards: list[float] = []
+    outcomes: dict[str, list[float]] = {k: [] for k in OUTCOMES}
+    for i, v in enumerate(verdicts):
+        if v is None or items is None:
             rewards.append(float(vals.get("format_mismatch_penalty", math.nan)))
             for k in outcomes:
                 outcomes[k].append(math.nan)
@@ -81,6 +90,19 @@ def dipg(prompts: Sequence[Any] | None = None, completions: Sequence[Any] | None
     return rewards, outcomes
 
 
+def dipg(prompts: Sequence[Any] | None = None, completions: Sequence[Any] | None = None,
+         values: Mapping[str, float] | None = None, **columns: Any):
+    """Score DIPG responses under ``values``; outcomes per completion (the RATE_METRICS).
+
+    Never raises on a bad response or a scorer exception: that completion gets the preset's
+    ``format_mismatch_penalty`` and is left out of the outcome rates.
+    """
+    completions = list(completions or [])
+    vals = dict(values or {})
+    items, verdicts = _verdicts(completions, columns, vals)
+    return _rewards_and_outcomes(verdicts, items, vals)
+
+
 def dipg_max_reward(values: Mapping[str, float], task_type: Any = None, **_: Any) -> float:
     t = _text(task_type) if task_type is not None else None
     return max_reward(values, t if t in TASK_TYPES else None)
@@ -91,6 +113,35 @@ def dipg_evaluate(texts: Sequence[str], columns: Mapping[str, Any], values: Mapp
     items = _items(columns, len(texts))
     verdicts = [score(t, it, dict(values)) for t, it in zip(texts, items)]
     return aggregate(verdicts, items)
+
+
+def judged(table: Mapping[str, Any]):
+    """(reward function, evaluate) of the dipg reward with the model judge of a ``[reward.judge]``
+    table: its ``use`` says which of the two asks the model ("eval", "train" or "both"); the
+    model is loaded on the first call that needs it."""
+    from .model_judge import JudgeConfig
+
+    cfg = JudgeConfig.from_table(table)
+    train = cfg.use in ("train", "both")
+    ev = cfg.use in ("eval", "both")
+
+    def dipg_judged(prompts: Sequence[Any] | None = None, completions: Sequence[Any] | None = None,
+                    values: Mapping[str, float] | None = None, **columns: Any):
+        completions = list(completions or [])
+        vals = dict(values or {})
+        items, verdicts = _verdicts(completions, columns, vals, cfg if train else None)
+        return _rewards_and_outcomes(verdicts, items, vals)
+
+    def evaluate_judged(texts: Sequence[str], columns: Mapping[str, Any], values: Mapping[str, float]) -> dict[str, Any]:
+        if not ev:
+            return dipg_evaluate(texts, columns, values)
+        from . import model_judge
+
+        items = _items(columns, len(texts))
+        verdicts, _ = model_judge.score_batch(texts, items, dict(values), model_judge.load(cfg), cfg.threshold, cfg.batch_size)
+        return aggregate(verdicts, items)
+
+    return (dipg_judged if train else dipg), evaluate_judged
 
 
 def register() -> None:
@@ -106,4 +157,4 @@ def register() -> None:
     )(dipg)
 
 
-__all__ = ["dipg", "dipg_max_reward", "dipg_evaluate", "register", "COLUMNS"]
+__all__ = ["dipg", "dipg_max_reward", "dipg_evaluate", "judged", "register", "COLUMNS"]

@@ -1,4 +1,4 @@
-"""``curriculum score FILE.jsonl [--json] [--preset NAME] [--jobs N]``: score recorded responses.
+"""``curriculum score FILE.jsonl [--json] [--preset NAME] [--jobs N] [--judge-model DIR]``: score recorded responses.
 
 Each input line is a JSON object with ``context``, ``question``, ``expected_answer`` (a string
 or an upstream ``{"final": ...}`` object; the ``<answer>`` part is used when it has tags),
@@ -46,7 +46,23 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--preset", default="medium", choices=sorted(PRESETS), help="reward preset (default medium)")
     ap.add_argument("--jobs", type=_jobs, default=1, metavar="N",
                     help="score with N processes (default 1: in this process; 0: one per CPU); the output is the same")
+    ap.add_argument("--judge-model", metavar="DIR", default=None,
+                    help="also ask a Gemma 3 judge model in DIR (local, never downloaded) whether each supported answer is "
+                         "supported (docs/rewards.md, Model judge); needs --jobs 1")
+    ap.add_argument("--judge-threshold", type=_probability, default=0.5, metavar="P",
+                    help="P(yes) below which the judge makes an answer unsupported (default 0.5)")
+    ap.add_argument("--judge-batch", type=int, default=8, metavar="N", help="prompts per judge forward pass (default 8)")
     return ap
+
+
+def _probability(value: str) -> float:
+    try:
+        p = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {value!r}") from None
+    if not 0.0 <= p <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {value}")
+    return p
 
 
 def _fmt(x: float | None) -> str:
@@ -93,8 +109,13 @@ CHUNK_LINES = 256
 Row = tuple
 
 
-def _score_line(line: str, where: str, default_id: str, preset) -> tuple[str, object]:
-    """("ok", row) or ("bad", message) for one non-blank input line."""
+def _row(item, v: Verdict) -> Row:
+    return (item.id, v.total, v.flags, v.components, v.task_type, v.detail.get("judged", True))
+
+
+def _score_line(line: str, where: str, default_id: str, preset, keep: bool = False) -> tuple[str, object]:
+    """("ok", row) or ("bad", message) for one non-blank input line (``keep``: ("ok", (item,
+    response, verdict)) instead of the row, for the model judge)."""
     if len(line) > MAX_LINE_CHARS:
         return "bad", f"{where}: line is {len(line):,} characters; the limit is {MAX_LINE_CHARS:,}"
     try:
@@ -112,14 +133,32 @@ def _score_line(line: str, where: str, default_id: str, preset) -> tuple[str, ob
     except Exception as exc:  # one bad line never stops the rest
         msg = " ".join(str(exc).split()) or type(exc).__name__
         return "bad", f"{where}: {msg}"
-    return "ok", (item.id, v.total, v.flags, v.components, v.task_type, v.detail.get("judged", True))
+    return "ok", ((item, rec["response"], v) if keep else _row(item, v))
+
+
+#: the model judge of --judge-model (a rewards.model_judge.JudgeConfig), in this process only
+_JUDGE: list = []
 
 
 def _score_chunk(args: tuple[str, str, str, list[tuple[int, str]]]) -> list[tuple[str, object]]:
-    """Score a chunk of (line number, line) pairs; run in the worker processes under --jobs."""
+    """Score a chunk of (line number, line) pairs; run in the worker processes under --jobs (and
+    here, with the model judge of --judge-model when there is one)."""
     path_str, name, preset_name, lines = args
     preset = get_preset(preset_name)
-    return [_score_line(line, f"{path_str}:{n}", f"{name}:{n}", preset) for n, line in lines]
+    if not _JUDGE:
+        return [_score_line(line, f"{path_str}:{n}", f"{name}:{n}", preset) for n, line in lines]
+    from . import model_judge
+
+    cfg = _JUDGE[0]
+    scored = [_score_line(line, f"{path_str}:{n}", f"{name}:{n}", preset, keep=True) for n, line in lines]
+    ok = [x for kind, x in scored if kind == "ok"]
+    verdicts, _ = model_judge.apply([v for _, _, v in ok], [r for _, r, _ in ok], [it for it, _, _ in ok], preset,
+                                    model_judge.load(cfg), cfg.threshold, cfg.batch_size)
+    judged = iter(verdicts)
+    out: list[tuple[str, object]] = []
+    for kind, x in scored:
+        out.append(("ok", _row(x[0], next(judged))) if kind == "ok" else (kind, x))  # type: ignore[index,arg-type]
+    return out
 
 
 def _chunks(fh, path: Path, preset_name: str, state: dict):
@@ -220,7 +259,30 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         return 2
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
-    result = score_file(Path(args.file), args.preset, err, args.jobs)
+    _JUDGE.clear()
+    if args.judge_model is not None:
+        from .model_judge import JudgeConfig, load, problem_with_dir
+
+        jdir = Path(args.judge_model).expanduser().resolve()
+        why = problem_with_dir(jdir)
+        if why is None and args.jobs != 1:
+            why = f"--judge-model runs the judge in this process: use --jobs 1 (got --jobs {args.jobs})"
+        if why is None and args.judge_batch < 1:
+            why = f"--judge-batch must be at least 1, got {args.judge_batch}"
+        if why is not None:
+            err.write(f"curriculum score: --judge-model: {why}\n")
+            return 2
+        cfg = JudgeConfig(path=str(jdir), threshold=args.judge_threshold, batch_size=args.judge_batch)
+        try:
+            load(cfg)
+        except ValueError as exc:
+            err.write(f"curriculum score: --judge-model: {exc}\n")
+            return 2
+        _JUDGE.append(cfg)
+    try:
+        result = score_file(Path(args.file), args.preset, err, args.jobs)
+    finally:
+        _JUDGE.clear()
     if result is None:
         return 2
     rows, bad = result

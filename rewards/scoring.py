@@ -122,11 +122,13 @@ def _reference_abstains(expected: str) -> bool:
     return reference_declines(_expected_norm(expected))
 
 
-def _judge_content(parsed: Parsed, item: Item, refusal: bool = True, answer: Answer | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+def _judge_content(parsed: Parsed, item: Item, refusal: bool = True, answer: Answer | None = None,
+                   model_supported: bool | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Content judgements of a response's proof and answer (well formed or best-effort).
     ``refusal``: judge whether the answer is a canned refusal (a malformed response's refusal
     flag is judged on its raw text instead, so the scorer asks for this only when well formed).
-    ``answer``: ``Answer(normalize(parsed.answer))`` when the caller already has it."""
+    ``answer``: ``Answer(normalize(parsed.answer))`` when the caller already has it.
+    ``model_supported``: a model judge's verdict on the answer (see :func:`score`)."""
     t = item.type
     # the answer is normalised and tokenised once; every judge of it reads this analysis
     if answer is None:
@@ -138,6 +140,11 @@ def _judge_content(parsed: Parsed, item: Item, refusal: bool = True, answer: Ans
     grounding = judge_grounding(parsed.proof, ctx, parsed.proof_cut, question)
     claims = unsupported_claims(answer, ctx, question) if answer.norm else []
     supported = judge_answer_support(answer, ctx, question) and not claims
+    # a model judge can only withdraw support from an answer that states a fact: the rules'
+    # verdicts (fabricated proofs, unsupported numbers and claims) are never cleared by it
+    model_denies = model_supported is False and supported and bool(answer.norm) and not (abstained or conflict)
+    if model_denies:
+        supported = False
     on_topic = abstained and judge_on_topic(answer, question)
     if t == "answerable":
         correct = (not abstained) and (not conflict) and judge_correct(answer, _expected_norm(item.expected_answer), question)
@@ -159,10 +166,14 @@ def _judge_content(parsed: Parsed, item: Item, refusal: bool = True, answer: Ans
         detail["trivial_spans"] = [x[:200] for x in grounding.trivial_spans[:5]]
     if claims:
         detail["unsupported_claims"] = [x[:200] for x in claims[:5]]
+    if model_supported is not None:
+        detail["model_supported"] = model_supported
+    if model_denies:
+        detail["model_unsupported"] = True
     return c, detail
 
 
-def score(response: object, item: Item, preset: Mapping[str, float]) -> Verdict:
+def score(response: object, item: Item, preset: Mapping[str, float], model_supported: bool | None = None) -> Verdict:
     """Score one response for one item under ``preset`` (the 12 signed values).
 
     Which outcome pays which key (see docs/rewards.md for the full table):
@@ -184,6 +195,12 @@ def score(response: object, item: Item, preset: Mapping[str, float]) -> Verdict:
 
     So under the shipped presets: verifiable and right > verifiable and wrong > missing proof
     > fabricated proof, whatever the answer (docs/rewards.md, tested).
+
+    ``model_supported``: a model judge's verdict on whether the context supports the answer
+    (``rewards.model_judge``); None (the default) is the rules alone.  False makes an answer that
+    states a fact (not an abstention, conflict report or refusal) unsupported -- a hallucination,
+    paid as the rules pay one -- and is recorded in ``detail["model_unsupported"]``; it never
+    clears what the rules found.  True changes nothing.
     """
     p = _preset_values(preset)
     t = item.type
@@ -207,7 +224,8 @@ def score(response: object, item: Item, preset: Mapping[str, float]) -> Verdict:
         keys = ["format_mismatch_penalty"] + (["incorrect_answer_penalty"] if flags["refusal"] else [])
         detail: dict[str, Any] = {"format_error": parsed.error, "judged": False}
         if lenient.proof or lenient.answer:
-            c, d = _judge_content(lenient, item, refusal=False, answer=answer)  # (c["refusal"] is not read here)
+            c, d = _judge_content(lenient, item, refusal=False, answer=answer,  # (c["refusal"] is not read here)
+                                  model_supported=model_supported)
             detail.update(d, judged=True)
             flags.update(
                 grounded=c["status"] == "verified",
@@ -219,7 +237,7 @@ def score(response: object, item: Item, preset: Mapping[str, float]) -> Verdict:
             )
         return _verdict(p, keys, flags, t, detail)
 
-    c, detail = _judge_content(parsed, item)
+    c, detail = _judge_content(parsed, item, model_supported=model_supported)
     if c["refusal"]:
         flags["refusal"] = True
         flags["consistent"] = True  # a refusal asserts nothing the proof could contradict
