@@ -71,6 +71,7 @@ class JudgeSection(_Strict):
     max_prompt_tokens: int = Field(1024, ge=16)
     batch_size: int = Field(8, ge=1)
     template: Literal["gemma", "chatml", "plain"] | None = None  # default: gemma
+    dtype: Literal["float32", "bfloat16"] = "float32"  # the judge's weights (bfloat16: half the memory)
 
 
 class RewardSection(_Strict):

@@ -44,7 +44,8 @@ class JudgeConfig:
     threshold: float = 0.5  # P(yes) below this: the answer is unsupported
     max_prompt_tokens: int = 1024  # longer prompts lose the start of the context
     batch_size: int = 8
-    template: str | None = None  # chat template ("gemma", "chatml", "plain"); default by model family
+    template: str | None = None  # chat template ("gemma", "chatml", "plain"); default gemma
+    dtype: str = "float32"  # of the judge's weights: "float32" or "bfloat16"
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> "JudgeConfig":
@@ -54,20 +55,20 @@ class JudgeConfig:
 #: a support judge: prompts -> P(supported) each (runners/tunix/judge.py's LMSupportJudge)
 SupportJudge = Callable[[Sequence[str]], list[float]]
 
-_LOADED: dict[tuple[str, int, str | None], SupportJudge] = {}
+_LOADED: dict[tuple[str, int, str | None, str], SupportJudge] = {}
 _LOCK = threading.Lock()
 
 
 def load(cfg: JudgeConfig) -> SupportJudge:
     """The judge model of ``cfg`` (loaded once per process and path)."""
-    key = (str(Path(cfg.path).resolve()), cfg.max_prompt_tokens, cfg.template)
+    key = (str(Path(cfg.path).resolve()), cfg.max_prompt_tokens, cfg.template, cfg.dtype)
     with _LOCK:
         judge = _LOADED.get(key)
         if judge is None:
             from runners.tunix.judge import LMSupportJudge
 
             judge = _LOADED[key] = LMSupportJudge(Path(cfg.path), max_prompt_tokens=cfg.max_prompt_tokens,
-                                                  template=cfg.template)
+                                                  template=cfg.template, dtype=cfg.dtype)
         return judge
 
 

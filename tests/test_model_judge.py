@@ -173,6 +173,22 @@ def test_spec_judge_for_evaluation_and_training(tmp_path):
         assert (ev > base_eval) if use in ("eval", "both") else math.isclose(ev, base_eval)
 
 
+def test_judge_in_bfloat16(tmp_path):
+    # [reward.judge] dtype = "bfloat16" loads the weights at half the memory; verdicts stay
+    # probabilities, close to the float32 ones
+    from curriculum.spec import load_spec
+    from rewards.model_judge import JudgeConfig, load, prompt
+
+    spec = load_spec(_spec(tmp_path, f'path = "{TINY}"\ndtype = "bfloat16"'))
+    cfg = JudgeConfig.from_table(spec.model.reward.model_dump()["judge"])
+    assert cfg.dtype == "bfloat16"
+    half, full = load(cfg), load(JudgeConfig(path=str(TINY)))
+    assert half is not full and str(half.model.embedder.input_embedding.value.dtype) == "bfloat16"
+    prompts = [prompt(ANS, "625 mg weekly"), prompt(ANS, "900 mg daily")]
+    for a, b in zip(half(prompts), full(prompts)):
+        assert 0 < a < 1 and abs(a - b) < 0.1
+
+
 def test_spec_judge_errors_name_the_file_and_key(tmp_path):
     from curriculum.spec import SpecError, load_spec
 
@@ -180,6 +196,7 @@ def test_spec_judge_errors_name_the_file_and_key(tmp_path):
              (f'path = "{TINY}"\nthreshold = 2', "reward.judge.threshold", "less than or equal to 1"),
              (f'path = "{TINY}"\nthresh = 0.5', "reward.judge.thresh", "did you mean 'threshold'"),
              (f'path = "{TINY}"\nuse = "always"', "reward.judge.use", "'eval', 'train' or 'both'"),
+             (f'path = "{TINY}"\ndtype = "float16"', "reward.judge.dtype", "'float32' or 'bfloat16'"),
              ("use = \"eval\"", "reward.judge.path", "required key is missing")]
     for table, key, why in cases:
         with pytest.raises(SpecError) as e:
