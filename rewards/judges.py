@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final, Sequence
 
@@ -103,29 +102,62 @@ def _is_informative(span_norm: str, toks: list[str], ctx: NormContext, q_terms: 
     return frozenset(toks) in ctx.sentences
 
 
-@dataclass(frozen=True)
 class Grounding:
-    """Result of the grounding judge."""
+    """Result of the grounding judge: ``n_spans`` evidence spans checked (quoted fragments and
+    unquoted claim lines, trivial ones aside), ``bad_spans`` those not found in the context
+    (normalised text), ``proof_norm`` the whole proof normalised (pieces joined by spaces),
+    ``trivial_spans`` found in the context but too short to show anything, ``piece_tokens`` the
+    word tokens of each piece.  Read-only; compared and shown by its fields.  (A plain class, not
+    a frozen dataclass: compiled, its constructor is a few stores.)"""
 
-    n_spans: int  # evidence spans checked (quoted fragments + unquoted claim lines), trivial ones aside
-    bad_spans: tuple[str, ...]  # spans not found in the context (normalised text)
-    proof_norm: str = ""  # the whole proof, normalised (pieces joined by spaces)
-    trivial_spans: tuple[str, ...] = ()  # found in the context but too short to show anything
-    #: the word tokens of each piece of the proof (``proof_norm`` is the pieces joined)
-    piece_tokens: tuple[list[str], ...] = ()
+    def __init__(self, n_spans: int, bad_spans: tuple[str, ...], proof_norm: str = "",
+                 trivial_spans: tuple[str, ...] = (), piece_tokens: tuple[list[str], ...] = ()) -> None:
+        self._n_spans = n_spans
+        self._bad_spans = bad_spans
+        self._proof_norm = proof_norm
+        self._trivial_spans = trivial_spans
+        self._piece_tokens = piece_tokens
+
+    @property
+    def n_spans(self) -> int:
+        return self._n_spans
+
+    @property
+    def bad_spans(self) -> tuple[str, ...]:
+        return self._bad_spans
+
+    @property
+    def proof_norm(self) -> str:
+        return self._proof_norm
+
+    @property
+    def trivial_spans(self) -> tuple[str, ...]:
+        return self._trivial_spans
+
+    @property
+    def piece_tokens(self) -> tuple[list[str], ...]:
+        return self._piece_tokens
 
     @property
     def status(self) -> str:
         """``verified`` | ``missing`` (no evidence at all) | ``hallucinated``."""
-        if self.bad_spans:
+        if self._bad_spans:
             return "hallucinated"
-        return "verified" if self.n_spans else "missing"
+        return "verified" if self._n_spans else "missing"
 
     @property
     def proof_tokens(self) -> frozenset[str]:
         """The proof's word tokens (from the pieces' tokens: built only when asked for)."""
-        return frozenset(itertools.chain.from_iterable(self.piece_tokens))
+        return frozenset(itertools.chain.from_iterable(self._piece_tokens))
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Grounding) and (
+            self._n_spans, self._bad_spans, self._proof_norm, self._trivial_spans, self._piece_tokens
+        ) == (other._n_spans, other._bad_spans, other._proof_norm, other._trivial_spans, other._piece_tokens)
+
+    def __repr__(self) -> str:
+        return (f"Grounding(n_spans={self._n_spans!r}, bad_spans={self._bad_spans!r}, proof_norm={self._proof_norm!r}, "
+                f"trivial_spans={self._trivial_spans!r})")
 
 
 def _is_leadin(raw_segment: str, norm_segment: str, toks: list[str]) -> bool:

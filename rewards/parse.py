@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Final
 
 _TAGS: Final = tuple((f"<{n}>", n) for n in ("think", "/think", "proof", "/proof", "answer", "/answer"))
@@ -14,14 +13,58 @@ _TAG_INDEX: Final = {tag[1:]: k for k, (tag, _) in enumerate(_TAGS)}
 MAX_RESPONSE_CHARS: Final = 1_000_000
 
 
-@dataclass(frozen=True)
 class Parsed:
-    ok: bool
-    think: str = ""
-    proof: str = ""
-    answer: str = ""
-    error: str = ""  # "" when ok; otherwise a short machine-readable reason
-    proof_cut: bool = False  # (lenient parse) the proof ran unclosed to the end: a cut-off generation
+    """A parsed response: ``ok`` (well formed), the ``think``, ``proof`` and ``answer`` sections,
+    ``error`` ("" when ok; otherwise a short machine-readable reason) and ``proof_cut`` (lenient
+    parse: the proof ran unclosed to the end, a cut-off generation).  Read-only; compared,
+    hashed and shown by its fields.  (A plain class, not a frozen dataclass: compiled, its
+    constructor is a few stores instead of one interpreted ``object.__setattr__`` per field.)"""
+
+    def __init__(self, ok: bool, think: str = "", proof: str = "", answer: str = "", error: str = "",
+                 proof_cut: bool = False) -> None:
+        self._ok = ok
+        self._think = think
+        self._proof = proof
+        self._answer = answer
+        self._error = error
+        self._proof_cut = proof_cut
+
+    @property
+    def ok(self) -> bool:
+        return self._ok
+
+    @property
+    def think(self) -> str:
+        return self._think
+
+    @property
+    def proof(self) -> str:
+        return self._proof
+
+    @property
+    def answer(self) -> str:
+        return self._answer
+
+    @property
+    def error(self) -> str:
+        return self._error
+
+    @property
+    def proof_cut(self) -> bool:
+        return self._proof_cut
+
+    def _fields(self) -> tuple[bool, str, str, str, str, bool]:
+        return (self._ok, self._think, self._proof, self._answer, self._error, self._proof_cut)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Parsed) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return (f"Parsed(ok={self._ok!r}, think={self._think!r}, proof={self._proof!r}, answer={self._answer!r}, "
+                f"error={self._error!r}, proof_cut={self._proof_cut!r})")
 
 
 def parse_response(text: object) -> Parsed:

@@ -140,6 +140,12 @@ def test_grounding_status_property():
     assert Grounding(0, ()).status == "missing"
     assert Grounding(2, ()).status == "verified"
     assert Grounding(2, ("x",)).status == "hallucinated"
+    g = Grounding(2, ("x",), "a b", (), (["a"], ["b"]))
+    assert g == Grounding(2, ("x",), "a b", (), (["a"], ["b"])) and g != Grounding(2, ("y",), "a b")
+    assert g.proof_tokens == frozenset({"a", "b"}) and "bad_spans=('x',)" in repr(g)
+    for name in ("n_spans", "bad_spans", "proof_norm", "trivial_spans", "piece_tokens"):
+        with pytest.raises(AttributeError):  # read-only
+            setattr(g, name, None)
 
 
 # ----------------------------------------------------------------- answer support

@@ -106,3 +106,15 @@ def test_tags_found_by_one_split_as_by_finds():
             parts = [rng.choice(bits) for _ in range(rng.randint(0, 12))]
         text = "".join(parts)
         assert parse_response(text) == _reference_parse(text), text
+
+
+def test_parsed_is_read_only_and_compared_by_its_fields():
+    from rewards.parse import Parsed
+
+    p = parse_response("<think>t</think><proof>p</proof><answer>a</answer>")
+    assert p == Parsed(True, think="t", proof="p", answer="a") and hash(p) == hash(Parsed(True, think="t", proof="p", answer="a"))
+    assert p != Parsed(True, think="t", proof="p", answer="b") and p != ("ok", "t")
+    assert repr(p) == "Parsed(ok=True, think='t', proof='p', answer='a', error='', proof_cut=False)"
+    for name in ("ok", "think", "proof", "answer", "error", "proof_cut"):
+        with pytest.raises(AttributeError):
+            setattr(p, name, None)
