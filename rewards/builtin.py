@@ -42,19 +42,16 @@ def _verdicts(completions: Sequence[Any], columns: Mapping[str, Any], vals: Mapp
     ``judge`` (a JudgeConfig), the model judge's verdicts applied (rewards/model_judge.py)."""
     n = len(completions)
     try:
-        items: list[Item] | None = _items(columns, n)
+        items = _items(columns, n)
     except Exception:  # noqa: BLE001 - a bad column scores every completion as an error
         return None, [None] * n
-    assert items is not None
     verdicts: list[Verdict | None] = []
     for c, it in zip(completions, items):
         try:
-            v: Verdict | None = score(_text(c), it, vals)
-            if not math.isfinite(v.total):  # type: ignore[union-attr]
-                raise ValueError("non-finite total")
+            v = score(_text(c), it, vals)
+            verdicts.append(v if math.isfinite(v.total) else None)
         except Exception:  # noqa: BLE001
-            v = None
-        verdicts.append(v)
+            verdicts.append(None)
     if judge is not None:
         from . import model_judge
 

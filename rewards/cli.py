@@ -136,20 +136,16 @@ def _score_line(line: str, where: str, default_id: str, preset, keep: bool = Fal
     return "ok", ((item, rec["response"], v) if keep else _row(item, v))
 
 
-#: the model judge of --judge-model (a rewards.model_judge.JudgeConfig), in this process only
-_JUDGE: list = []
-
-
-def _score_chunk(args: tuple[str, str, str, list[tuple[int, str]]]) -> list[tuple[str, object]]:
-    """Score a chunk of (line number, line) pairs; run in the worker processes under --jobs (and
-    here, with the model judge of --judge-model when there is one)."""
-    path_str, name, preset_name, lines = args
+def _score_chunk(args: tuple) -> list[tuple[str, object]]:
+    """Score a chunk: (path, name, preset name, (line number, line) pairs, judge), ``judge`` the
+    JudgeConfig of --judge-model or None.  Run by the worker processes under --jobs, or in this
+    process with --jobs 1 (the only case with a judge)."""
+    path_str, name, preset_name, lines, cfg = args
     preset = get_preset(preset_name)
-    if not _JUDGE:
+    if cfg is None:
         return [_score_line(line, f"{path_str}:{n}", f"{name}:{n}", preset) for n, line in lines]
     from . import model_judge
 
-    cfg = _JUDGE[0]
     scored = [_score_line(line, f"{path_str}:{n}", f"{name}:{n}", preset, keep=True) for n, line in lines]
     ok = [x for kind, x in scored if kind == "ok"]
     verdicts, _ = model_judge.apply([v for _, _, v in ok], [r for _, r, _ in ok], [it for it, _, _ in ok], preset,
@@ -161,7 +157,7 @@ def _score_chunk(args: tuple[str, str, str, list[tuple[int, str]]]) -> list[tupl
     return out
 
 
-def _chunks(fh, path: Path, preset_name: str, state: dict):
+def _chunks(fh, path: Path, preset_name: str, state: dict, judge=None):
     """The file's non-blank lines in chunks (as _score_chunk arguments), read as they are needed;
     ``state["lineno"]`` is the last line number read (for a decoding error's message)."""
     chunk: list[tuple[int, str]] = []
@@ -171,10 +167,10 @@ def _chunks(fh, path: Path, preset_name: str, state: dict):
         if line and not line.isspace():  # (a blank line is skipped; no stripped copy made)
             chunk.append((lineno, line))
             if len(chunk) >= CHUNK_LINES:
-                yield (str(path), path.name, preset_name, chunk)
+                yield (str(path), path.name, preset_name, chunk, judge)
                 chunk = []
     if chunk:
-        yield (str(path), path.name, preset_name, chunk)
+        yield (str(path), path.name, preset_name, chunk, judge)
 
 
 def _results(chunks, jobs: int):
@@ -199,7 +195,7 @@ def _results(chunks, jobs: int):
             yield pending.popleft().get()
 
 
-def score_file(path: Path, preset_name: str, err: TextIO, jobs: int = 1) -> tuple[list[Row], int] | None:
+def score_file(path: Path, preset_name: str, err: TextIO, jobs: int = 1, judge=None) -> tuple[list[Row], int] | None:
     """Score a JSONL file chunk by chunk (streaming: only a compact row per scored line is
     kept), with ``jobs`` processes.  Bad lines are reported to ``err`` in file order.  Returns
     (rows, number of bad lines), or None when the file cannot be read."""
@@ -209,7 +205,7 @@ def score_file(path: Path, preset_name: str, err: TextIO, jobs: int = 1) -> tupl
     state = {"lineno": 0}
     try:
         with open(path, encoding="utf-8", newline="") as fh:
-            for results in _results(_chunks(fh, path, preset_name, state), jobs):
+            for results in _results(_chunks(fh, path, preset_name, state, judge), jobs):
                 for kind, x in results:
                     if kind == "ok":
                         rows.append(x)
@@ -259,7 +255,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         return 2
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
-    _JUDGE.clear()
+    cfg = None
     if args.judge_model is not None:
         from .model_judge import JudgeConfig, load, problem_with_dir
 
@@ -278,11 +274,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         except ValueError as exc:
             err.write(f"curriculum score: --judge-model: {exc}\n")
             return 2
-        _JUDGE.append(cfg)
-    try:
-        result = score_file(Path(args.file), args.preset, err, args.jobs)
-    finally:
-        _JUDGE.clear()
+    result = score_file(Path(args.file), args.preset, err, args.jobs, cfg)
     if result is None:
         return 2
     rows, bad = result
