@@ -10,7 +10,7 @@ import itertools
 import math
 import re
 from functools import lru_cache
-from typing import Final, Sequence
+from typing import Final, Iterable, Sequence
 
 import ahocorasick  # type: ignore[import-untyped,import-not-found]
 
@@ -618,7 +618,7 @@ class Answer:
     need (terms, verdicts) is computed on first use.  Judges also accept the normalised text
     itself (they analyse it then).  Nothing here outlives the call that built it."""
 
-    __slots__ = ("norm", "toks", "_tokset", "_nums", "_terms", "_abstained", "_conflict", "_keys")
+    __slots__ = ("norm", "toks", "_tokset", "_nums", "_terms", "_abstained", "_conflict", "_keys", "_key_ends")
 
     def __init__(self, norm: str) -> None:
         self.norm = norm
@@ -629,13 +629,44 @@ class Answer:
         self._abstained: bool | None = None
         self._conflict: bool | None = None
         self._keys: int | None = None
+        self._key_ends: list[tuple[int, int]] = []
 
     @property
     def keys(self) -> int:
         """The prefilter keyword groups present in the text (:func:`_key_mask`)."""
         if self._keys is None:
-            self._keys = _key_mask(self.norm)
+            m = 0
+            for end, v in _KEYWORDS_ITER(self.norm):
+                self._key_ends.append((end, v))
+                m |= v
+            self._keys = m
         return self._keys
+
+    def sentence_keys(self) -> list[tuple[str, int]]:
+        """``[(sent, _key_mask(sent)) for sent in _SENTENCE_RE.split(norm)]`` from the one
+        keyword pass over the whole text: no keyword holds a sentence separator, so each
+        occurrence lies inside the sentence holding its last character."""
+        text = self.norm
+        self.keys  # (the occurrences)
+        ends = self._key_ends
+        out: list[tuple[str, int]] = []
+        start = 0
+        k = 0
+        for m in _SENTENCE_RE.finditer(text):
+            stop = m.start()
+            mask = 0
+            while k < len(ends) and ends[k][0] < stop:
+                mask |= ends[k][1]
+                k += 1
+            while k < len(ends) and ends[k][0] < m.end():  # (none: a separator ends no keyword)
+                k += 1
+            out.append((text[start:stop], mask))
+            start = m.end()
+        mask = 0
+        for _, v in ends[k:]:
+            mask |= v
+        out.append((text[start:], mask))
+        return out
 
     @property
     def tokset(self) -> set[str]:
@@ -750,11 +781,21 @@ _SCHEDULE_RE: Final = re.compile(
 )
 _SCHEDULE_TOKENS: Final = {f"g{i}": tok for i, (_, tok) in enumerate(_SCHEDULE_PATTERNS)}
 _SCHEDULE_KEYS: Final = ("week", "day", "daily", "tiw", "biw", "qw", "q2w", "q3w", "bid", "tid", "qd", "oral", "po", "iv", "intraven", "mouth")
+#: the words a schedule or route phrase ends with (each pattern ends with one of them and a word
+#: boundary): a text none of whose tokens is one holds no phrase.  The substrings above are a
+#: cheaper first test, but "po" is in "report" and "iv" in "positive": most texts passing them
+#: hold no phrase, and the alternation costs tens of microseconds on a long answer
+_SCHEDULE_WORDS: Final = frozenset(
+    "week weekly weeks tiw biw biweekly q2w q3w qw day daily bid tid qd orally oral mouth po intravenously intravenous iv".split()
+)
 
 
-def _schedules(norm_text: str) -> tuple[str, frozenset[str]]:
-    """(text with schedule/route phrases replaced by tokens, the set of those tokens)."""
+def _schedules(norm_text: str, toks: "Iterable[str] | None" = None) -> tuple[str, frozenset[str]]:
+    """(text with schedule/route phrases replaced by tokens, the set of those tokens).
+    ``toks``: ``tokens(norm_text)`` when the caller has them."""
     if not any(k in norm_text for k in _SCHEDULE_KEYS):
+        return norm_text, frozenset()
+    if _SCHEDULE_WORDS.isdisjoint(tokens(norm_text) if toks is None else toks):
         return norm_text, frozenset()
     found: set[str] = set()
 
@@ -837,7 +878,7 @@ def judge_correct(answer_norm: "str | Answer", expected_norm: str, question_norm
         _correct_reference(expected_norm, question_norm)
     )
     if ref_found:  # otherwise no schedule can disagree and the words compare as they are
-        rewritten, a_found = _schedules(a.norm)
+        rewritten, a_found = _schedules(a.norm, a.toks)
         if not _schedules_agree(a_found, ref_found):
             return False
         if rewritten != a.norm:
@@ -1504,10 +1545,9 @@ def judge_abstention_truthful(answer_norm: "str | Answer", ctx: NormContext) -> 
     if not a.abstained:
         return bad
     index = None
-    for sent in _SENTENCE_RE.split(a.norm):
+    for sent, keys in a.sentence_keys():  # (each sentence's keyword groups: judge_abstention(sent), topics)
         if not sent:
             continue
-        keys = _key_mask(sent)  # (judge_abstention(sent), its keyword groups kept for the topics)
         if not _any_masked(sent, keys & _ABSTAIN_BITS, _ABSTAIN_RES):
             continue
         stoks = set(tokens(sent))

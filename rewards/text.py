@@ -31,7 +31,12 @@ _TOKEN_RE: Final = re.compile(r"\w+")
 # the same matches as ``(?<!\w)\d+(?:[.,]\d+)*``, with the look-behind after the first digit
 # so that the regex engine can skip to digits instead of trying every position
 _NUMBER_RE: Final = re.compile(r"\d(?<!\w\d)\d*(?:[.,]\d+)*")
-_NUMBER_RE_ASCII: Final = re.compile(_NUMBER_RE.pattern, re.ASCII)
+#: ASCII byte -> ``0`` for a digit, ``a`` for another word character (letter or ``_``), else
+#: itself: the shape of a text, in which ``_NUMBER_SHAPE_RE`` finds the spans ``_NUMBER_RE``
+#: finds in the text (every digit is the same literal there, so the regex engine skips to it
+#: by a character search instead of testing a class at every position)
+_SHAPE_BYTES: Final = bytes(48 if chr(i).isdigit() else 97 if chr(i).isalnum() or i == 95 else i for i in range(128)) + bytes(range(128, 256))
+_NUMBER_SHAPE_RE: Final = re.compile(r"0(?<!a0)(?<!00)0*(?:[.,]0+)*")
 #: Double-quote characters that delimit quoted spans in a proof (single quotes are too
 #: ambiguous with apostrophes to delimit spans).
 DOUBLE_QUOTES: Final = "\"\u201c\u201d\u201e\u201f\u00ab\u00bb\uff02"
@@ -125,9 +130,24 @@ _ASCII_BYTES: Final = bytes(range(128))
 _REPLACED: Final = _SUPER_CHARS | frozenset(_SPECIAL)
 _DASH_QUOTE_CHARS: Final = frozenset(_DASH_QUOTE)
 _SPECIAL_CHARS: Final = frozenset(_SPECIAL)
-#: UTF-8 of each special and superscript character, and of each special one's replacement
-_UTF8: Final = {c: c.encode("utf-8") for c in (*_SPECIAL, *_SUPER_CHARS)}
-_SPECIAL_UTF8: Final = {c: r.encode("utf-8") for c, r in _SPECIAL.items()}
+
+
+def _nfkc_stable_chars() -> frozenset[str]:
+    """Non-ASCII characters that never change under NFKC, in any text: no decomposition
+    (``is_normalized`` alone), canonical combining class 0 (never reordered) and not a mark
+    (the characters that compose with the one before them are marks or Hangul jamo, none of
+    them in these blocks).  A text whose non-ASCII characters are all such is NFKC-normal, so
+    its whole-text check (a database lookup per character) is skipped."""
+    blocks = [range(0xA0, 0x250), range(0x370, 0x400), range(0x2190, 0x2300), range(0xFFFD, 0xFFFE)]
+    return frozenset(
+        c for r in blocks for c in map(chr, r)
+        if unicodedata.is_normalized("NFKC", c) and unicodedata.combining(c) == 0 and unicodedata.category(c)[0] != "M"
+    )
+
+
+_NFKC_STABLE: Final = _nfkc_stable_chars()
+#: each superscript digit -> the run marker and its digit (see ``_superscripts``)
+_SUPER_DIGIT: Final = {c: "\x00" + c.translate(_SUPERSCRIPTS) for c in _SUPER_CHARS}
 
 
 def _non_ascii_chars(text: str) -> set[str]:
@@ -137,23 +157,22 @@ def _non_ascii_chars(text: str) -> set[str]:
     return set(text.encode("utf-8", "surrogatepass").translate(None, _ASCII_BYTES).decode("utf-8", "surrogatepass"))
 
 
-def _superscripts(text: bytes, found: set[str]) -> bytes:
-    """``_SUPER_RE.sub(_superscript, text)`` (a run of superscript digits -> ``^digits``) on
-    UTF-8 bytes, by one replacement per superscript character present (``found``) instead of a
-    class scan of the whole text: each becomes a marker and its digit, and a marker starts a
-    run unless the previous superscript is right before it."""
-    if b"\x00" in text:  # (the marker itself is in the text: the regex)
-        s = _SUPER_RE.sub(_superscript, text.decode("utf-8", "surrogatepass"))
-        return s.encode("utf-8", "surrogatepass")
+def _superscripts(text: str, found: set[str]) -> str:
+    """``_SUPER_RE.sub(_superscript, text)`` (a run of superscript digits -> ``^digits``) by one
+    replacement per superscript character present (``found``) instead of a class scan of the
+    whole text: each becomes a marker and its digit, and a marker starts a run unless the
+    previous superscript is right before it."""
+    if "\x00" in text:  # (the marker itself is in the text: the regex)
+        return _SUPER_RE.sub(_superscript, text)
     for ch in found & _SUPER_CHARS:
-        text = text.replace(_UTF8[ch], b"\x00" + ch.translate(_SUPERSCRIPTS).encode("ascii"))
-    parts = text.split(b"\x00")
+        text = text.replace(ch, _SUPER_DIGIT[ch])
+    parts = text.split("\x00")
     out = [parts[0]]
     run = False
     for part in parts[1:]:  # each part: the superscript's digit, then the text up to the next one
-        out.append(part if run else b"^" + part)
+        out.append(part if run else "^" + part)
         run = len(part) == 1
-    return b"".join(out)
+    return "".join(out)
 
 
 def normalize(text: str) -> str:
@@ -161,34 +180,32 @@ def normalize(text: str) -> str:
     if not text:
         return ""
     ascii_in = text.isascii()  # (then: no non-ASCII symbol is in the text)
-    if ascii_in:
-        if '"' in text or "'" in text or "`" in text:
-            text = text.replace('"', "").replace("'", "").replace("`", "")
-        text = _collapse_ascii_spaces(text.casefold())
-    else:
-        # the distinct non-ASCII characters decide every pass below.  The replacements work on
-        # the UTF-8 bytes (a byte search per character present: no regex scans the text, and
-        # no pass walks a wide string); once they leave ASCII, the text continues as ASCII
-        raw = text.encode("utf-8", "surrogatepass")
-        found = set(raw.translate(None, _ASCII_BYTES).decode("utf-8", "surrogatepass"))
+    rest: set[str] = set()
+    if not ascii_in:
+        # the distinct non-ASCII characters decide every pass below (found from the UTF-8
+        # bytes: three C passes of a few instructions a byte).  Each special character present
+        # is then replaced by one search of the text (a replacement by one character is a
+        # copy and a store per occurrence; no regex scans the text); once the last non-ASCII
+        # character is gone, the result is an ASCII string again
+        found = _non_ascii_chars(text)
         # (no pass below makes a ≥, ≤ or ±: the NFKC form of no other character holds one)
         ascii_in = found.isdisjoint(_SYMBOLS_NON_ASCII)
         if not found.isdisjoint(_SUPER_CHARS):
-            raw = _superscripts(raw, found)
+            text = _superscripts(text, found)
         # the common special characters first (cheap); NFKC only for what is left
         for ch in found & _SPECIAL_CHARS:  # (a set: intersecting a dict walks all its keys)
-            raw = raw.replace(_UTF8[ch], _SPECIAL_UTF8[ch])
-        raw = raw.translate(None, b"\"'`")  # the ASCII quotes (not in ``found``): one pass
+            text = text.replace(ch, _SPECIAL[ch])
         # the non-ASCII characters left: those found, less the ones replaced by ASCII text (the
         # micro sign became the Greek mu)
         rest = found - _REPLACED
         if "\u00b5" in found:
             rest.add("\u03bc")
-        if not rest:
-            text = raw.decode("ascii")
-        else:
-            text = raw.decode("utf-8", "surrogatepass")
-        if rest and not unicodedata.is_normalized("NFKC", text):
+    if '"' in text or "'" in text or "`" in text:
+        text = text.replace('"', "").replace("'", "").replace("`", "")
+    if text.isascii():
+        text = _collapse_ascii_spaces(text.casefold())
+    else:
+        if not rest <= _NFKC_STABLE and not unicodedata.is_normalized("NFKC", text):
             # the dash and quote replacements only when NFKC changed something (every dash
             # and quote it could leave was replaced above); ``rest`` recomputed after it
             text = unicodedata.normalize("NFKC", text)
@@ -337,7 +354,8 @@ def numbers(norm_text: str) -> set[str]:
                 break
         else:
             return set()
-        found = _NUMBER_RE_ASCII.findall(norm_text)
+        shape = norm_text.encode("ascii").translate(_SHAPE_BYTES).decode("ascii")
+        found = [norm_text[m.start() : m.end()] for m in _NUMBER_SHAPE_RE.finditer(shape)]
     else:
         if _DIGIT_RE.search(norm_text) is None:
             return set()

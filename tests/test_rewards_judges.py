@@ -359,6 +359,38 @@ def test_schedule_pattern_first_letter_filter_finds_what_the_plain_alternation_f
     check()
 
 
+def test_schedule_prefilters_skip_only_texts_without_a_phrase():
+    # _schedules skips the regex when no substring key or no phrase-ending word is present:
+    # it must rewrite every text exactly as the regex does (with the tokens given or not)
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from rewards.judges import _SCHEDULE_RE, _SCHEDULE_TOKENS, _schedules
+    from rewards.text import tokens
+
+    words = ["once", "twice", "a", "week", "weekly", "weeks", "daily", "every", "other", "2", "3", "times", "day", "iv",
+             "po", "orally", "by", "mouth", "bid", "tid", "qd", "qw", "q2w", "q3w", "tiw", "biw", "3x", "biweekly", "per",
+             "report", "positive", "peptide", "weekday", "moral", "intravenous", "intravenously", "thrice", "second",
+             # whole phrases, so that every pattern's alternatives occur often
+             "every 2 weeks", "every three weeks", "every 3 weeks", "three times a day", "three times daily", "by mouth",
+             "twice-weekly", "once a week", "every other week", "2 times per day", "once daily", "every day"]
+
+    def by_regex(text: str) -> tuple[str, frozenset[str]]:
+        found = [_SCHEDULE_TOKENS[m.lastgroup or ""] for m in _SCHEDULE_RE.finditer(text)]
+        return _SCHEDULE_RE.sub(lambda m: _SCHEDULE_TOKENS[m.lastgroup or ""], text), frozenset(t.strip() for t in found)
+
+    @settings(max_examples=3000, deadline=None)
+    @given(st.lists(st.sampled_from(words), max_size=8), st.sampled_from(["", " ", "-", ", "]))
+    def check(ws, sep):
+        text = (sep or " ").join(ws)
+        assert _schedules(text) == _schedules(text, tokens(text)) == by_regex(text), text
+
+    check()
+    assert _schedules("the report was positive") == ("the report was positive", frozenset())
+    assert _schedules("625 mg twice weekly")[1] == {"sched2xweek"}
+
+
 def test_best_place_is_the_first_best_band_of_diagonals():
     # oracle written with sets: for each diagonal (context position minus span position) in
     # order, the band of diagonals at most FUZZY_MAX_SKIP below it; the first band covering the

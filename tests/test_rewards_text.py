@@ -223,6 +223,27 @@ def test_keyword_automaton_finds_the_groups_the_substring_scans_find():
         assert judges.has_refusal_boilerplate(t) == judges._any_pattern(t, judges._REFUSAL_PAIRS)
 
 
+def test_sentence_keyword_groups_from_one_pass_equal_each_sentences_own():
+    # judge_abstention_truthful takes each sentence's keyword groups from the answer's single
+    # automaton pass: the same as running the automaton on each sentence of the split
+    import random
+
+    from rewards import judges
+
+    words = "the text does not mention report no not enough data cannot be determined unable but differ an ai x".split()
+    seps = [" ", " ", ". ", ".", "; ", ":", "!", "?\n", "...", " ,"]
+    rng = random.Random(15)
+    for _ in range(20000):
+        t = "".join(rng.choice(words) + rng.choice(seps) for _ in range(rng.randint(0, 8)))
+        if rng.random() < 0.3:
+            t = rng.choice(seps) + t
+        want = [(s, judges._key_mask(s)) for s in judges._SENTENCE_RE.split(t)]
+        assert judges.Answer(t).sentence_keys() == want, t
+    seps_chars = set(".!?;:\n")
+    for key, _ in judges._KEYWORDS.items():
+        assert not seps_chars & set(key), key
+
+
 def test_normalize_ignores_surrounding_space():
     # the scorer reuses a malformed response's normalised answer for its raw refusal candidate
     # when they differ only by surrounding space
@@ -255,3 +276,48 @@ def test_variant_pair_spans_of_ascii_text_match_the_regex():
         assert variant_pair_spans(t) == by_regex(t), t
         t = "".join(chr(rng.randint(0, 127)) for _ in range(rng.randint(0, 12)))
         assert variant_pair_spans(t) == by_regex(t), repr(t)
+
+
+def test_numbers_of_ascii_text_match_the_number_regex():
+    # numbers() finds the spans in the text's shape (digits -> "0", other word characters ->
+    # "a"): the same numbers as the regex over the text itself, glued digits and separators
+    # included
+    import random
+    import re
+
+    from rewards.text import _canonical_stored
+
+    rx = re.compile(r"\d(?<!\w\d)\d*(?:[.,]\d+)*", re.ASCII)
+    alphabet = ["1", "0", "25", "a", "0a", "k", "_", " ", ".", ",", "..", "-", "%", "/", "3.5", "1,000", "x9", "0.", "a0", "00"]
+    rng = random.Random(13)
+    for _ in range(20000):
+        t = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 10)))
+        assert numbers(t) == {_canonical_stored(m) for m in rx.findall(t)}, t
+        t = "".join(chr(rng.randint(0, 127)) for _ in range(rng.randint(0, 12)))
+        assert numbers(t) == {_canonical_stored(m) for m in rx.findall(t)}, repr(t)
+
+
+def test_nfkc_stable_characters_never_change_in_any_text():
+    # normalize skips the whole-text NFKC check when every non-ASCII character left is in
+    # _NFKC_STABLE; that is exact only if no such character is ever the second of a canonical
+    # composition (checked over all of Unicode) and each is NFKC-normal next to any other
+    import random
+    import sys
+    import unicodedata
+
+    from rewards.text import _NFKC_STABLE
+
+    assert {"≥", "≤", "±", "≈", "α", "β", "é", "\ufffd", "→"} <= _NFKC_STABLE
+    assert not {"µ", "²", "ﬁ", "\u0301", "\u1161", "\u212b"} & _NFKC_STABLE  # (micro sign, superscript, ligature, mark, jamo, angstrom)
+    for cp in range(sys.maxunicode + 1):
+        d = unicodedata.decomposition(chr(cp))
+        if d and not d.startswith("<") and len(d.split()) == 2:
+            assert chr(int(d.split()[1], 16)) not in _NFKC_STABLE, hex(cp)
+    stable = sorted(_NFKC_STABLE)
+    others = list("ae ,.1") + ["\u0301", "\u0338", "\u1100", "\u1161", "ﬁ", "µ"]
+    rng = random.Random(14)
+    for _ in range(20000):
+        t = "".join(rng.choice(stable if rng.random() < 0.7 else others) for _ in range(rng.randint(1, 6)))
+        if all(c.isascii() or c in _NFKC_STABLE for c in t):
+            assert unicodedata.is_normalized("NFKC", t), repr(t)
+        assert normalize(t) == _reference_normalize(t), repr(t)
