@@ -647,7 +647,7 @@ class Answer:
         keyword pass over the whole text: no keyword holds a sentence separator, so each
         occurrence lies inside the sentence holding its last character."""
         text = self.norm
-        self.keys  # (the occurrences)
+        self.keys  # (the keyword pass, which records where each occurrence ends)
         ends = self._key_ends
         out: list[tuple[str, int]] = []
         start = 0
@@ -657,8 +657,6 @@ class Answer:
             mask = 0
             while k < len(ends) and ends[k][0] < stop:
                 mask |= ends[k][1]
-                k += 1
-            while k < len(ends) and ends[k][0] < m.end():  # (none: a separator ends no keyword)
                 k += 1
             out.append((text[start:stop], mask))
             start = m.end()
